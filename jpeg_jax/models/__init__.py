@@ -1,0 +1,6 @@
+"""Flax models: the RRDB generator with noise injection and FiLM, and the conditional critic."""
+
+from jpeg_jax.models.critic import Critic
+from jpeg_jax.models.generator import Generator
+
+__all__ = ["Critic", "Generator"]

@@ -1,0 +1,118 @@
+"""Porting BasicSR ``RRDBNet`` weights (ESRGAN / Real-ESRGAN checkpoints) to :class:`Generator`.
+
+BasicSR names map one to one onto ours: ``body.<i>.rdb<j>.conv<k>`` -> ``body_<i>/rdb<j>/conv<k>``,
+``conv_first``, ``conv_body``, ``conv_up1``, ``conv_hr``, ``conv_last``; PyTorch's OIHW kernels
+become HWIO. BasicSR's ``conv_up2`` (its second x2 upsampling) has no counterpart: our generator
+upsamples once, back to the input size, so it is dropped. Real-ESRGAN x2 checkpoints
+(``RRDBNet(num_in_ch=3, scale=2)``, which unshuffles by 2 like we do) therefore give a network
+whose trunk, first upsampling and head are the pretrained ones.
+
+When the target model has noise injection, the kernels get zero weights for the noise channel
+(and ``noise_scale`` = 1), so the ported model starts as the deterministic BasicSR network and
+learns how much noise to use. Nothing here needs PyTorch: tensors are read with ``np.asarray``.
+"""
+
+from __future__ import annotations
+
+import ast
+import importlib.util
+import pathlib
+import re
+import types
+from collections.abc import Mapping
+from typing import Any
+
+import jax
+import numpy as np
+from flax import traverse_util
+
+_NAME = re.compile(r"^(?:body\.(\d+)\.(rdb\d)\.)?(conv\w*?)\.(weight|bias)$")
+_NOISY = re.compile(r"^(body_\d+/rdb\d/conv\d|conv_up1)$")
+
+
+def _to_numpy(t: Any) -> np.ndarray:
+    if hasattr(t, "detach"):  # a torch.Tensor, without importing torch
+        t = t.detach().cpu().numpy()
+    return np.asarray(t, dtype=np.float32)
+
+
+def params_from_basicsr(
+    state_dict: Mapping[str, Any], *, noise: bool = False, template: Any = None
+) -> dict:
+    """Converts a BasicSR ``RRDBNet`` state_dict to :class:`Generator` params.
+
+    Args:
+      state_dict: name -> tensor/array, e.g. ``torch.load(path)["params_ema"]``. The network must
+        unshuffle by 2 (``RRDBNet(num_in_ch=3, scale=2)``, i.e. ``conv_first`` has 12 inputs).
+      noise: build params for ``Generator(noise=True)``: zero noise-channel weights, scales 1.
+      template: optional params of the target model (e.g. from ``Generator(film=True).init``);
+        converted entries replace its leaves (shapes checked), the others (FiLM) are kept.
+
+    Returns:
+      The nested ``params`` dict (without the ``{"params": ...}`` wrapper).
+    """
+    flat = {}
+    for key, value in state_dict.items():
+        m = _NAME.match(key)
+        if m is None or m.group(3) == "conv_up2":
+            continue
+        block, rdb, conv, kind = m.groups()
+        path = f"body_{block}/{rdb}/{conv}" if block is not None else conv
+        array = _to_numpy(value)
+        if kind == "weight":
+            array = array.transpose(2, 3, 1, 0)  # OIHW -> HWIO
+            if noise and _NOISY.match(path):
+                array = np.concatenate([array, np.zeros_like(array[:, :, :1])], axis=2)
+        flat[(*path.split("/"), "kernel" if kind == "weight" else "bias")] = array
+        if noise and kind == "weight" and _NOISY.match(path):
+            flat[(*path.split("/"), "noise_scale")] = np.ones((), np.float32)
+    if template is None:
+        return traverse_util.unflatten_dict(flat)
+    target = traverse_util.flatten_dict(jax.tree.map(np.asarray, template))
+    for key, array in flat.items():
+        if key not in target or target[key].shape != array.shape:
+            got = target[key].shape if key in target else "missing"
+            raise ValueError(f"{'/'.join(key)}: template has {got}, converted {array.shape}")
+        target[key] = array
+    return traverse_util.unflatten_dict(target)
+
+
+def load_basicsr_arch() -> types.ModuleType:
+    """Loads BasicSR's ``rrdbnet_arch.py`` by file path, without importing the ``basicsr`` package.
+
+    ``import basicsr`` pulls in OpenCV, torchvision and compiled ops; the RRDBNet file only needs
+    torch plus three helpers of ``arch_util.py`` (``make_layer``, ``pixel_unshuffle``,
+    ``default_init_weights``), whose original source is taken from that file. Used by the
+    parity test and the benchmark; requires ``torch`` and ``pip install basicsr --no-deps``.
+
+    Returns:
+      A module with BasicSR's ``RRDBNet``, ``RRDB``, ``ResidualDenseBlock``, ``pixel_unshuffle``.
+
+    Raises:
+      ImportError: if torch or the basicsr sources are not installed.
+    """
+    import torch  # noqa: F401  (ImportError is the signal to skip)
+
+    spec = importlib.util.find_spec("basicsr")
+    if spec is None or not spec.submodule_search_locations:
+        raise ImportError("basicsr is not installed (pip install basicsr==1.4.2 --no-deps)")
+    archs = pathlib.Path(next(iter(spec.submodule_search_locations))) / "archs"
+    module = types.ModuleType("basicsr_rrdbnet_standalone")
+    exec(
+        "import torch\nfrom torch import nn\nfrom torch.nn import functional as F\n"
+        "from torch.nn import init\nfrom torch.nn.modules.batchnorm import _BatchNorm\n"
+        "class _Registry:\n    def register(self):\n        return lambda obj: obj\n"
+        "ARCH_REGISTRY = _Registry()\n",
+        module.__dict__,
+    )
+    helpers = {"make_layer", "pixel_unshuffle", "default_init_weights"}
+    for name, wanted in (("arch_util.py", helpers), ("rrdbnet_arch.py", None)):
+        tree = ast.parse((archs / name).read_text())
+        tree.body = [
+            node
+            for node in tree.body
+            if not isinstance(node, ast.Import | ast.ImportFrom)
+            and (wanted is None or getattr(node, "name", None) in wanted)
+        ]
+        exec(compile(tree, str(archs / name), "exec"), module.__dict__)
+    return module

@@ -1,0 +1,195 @@
+"""The paper's RRDB generator (appendix A.1, Figure 5): Real-ESRGAN's RRDBNet at 1/2 resolution,
+with noise injection (posterior sampling) and optional FiLM conditioning on the JPEG's tables.
+
+Parameter names follow BasicSR's ``RRDBNet`` (``conv_first``, ``body_<i>/rdb<j>/conv<k>``,
+``conv_body``, ``conv_up1``, ``conv_hr``, ``conv_last``) so that
+:func:`jpeg_jax.models.convert.params_from_basicsr` is a plain renaming + transposition.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+from jpeg_jax.models.layers import (
+    DenseConv,
+    FiLM,
+    QTableEmbedding,
+    kaiming_scaled_init,
+    leaky_relu,
+    pad_to_multiple,
+    pixel_unshuffle,
+    upsample_nearest,
+)
+
+Array = jax.Array
+Dtype = Any
+
+_RESIDUAL_SCALE = 0.2  # ESRGAN's residual scaling, in every RDB and RRDB.
+
+
+class ResidualDenseBlock(nn.Module):
+    """RDB: 5 densely connected 3x3 convs (growth ``num_grow_ch``), LeakyReLU 0.2, x + 0.2 * out.
+
+    With ``noise`` every conv sees one extra fresh N(0, 1) channel (times a learnable scalar).
+    """
+
+    num_feat: int = 64
+    num_grow_ch: int = 32
+    noise: bool = True
+    split: bool = False
+    deterministic: bool = False
+    dtype: Dtype = jnp.float32
+    param_dtype: Dtype = jnp.float32
+
+    @nn.compact
+    def __call__(self, x: Array) -> Array:
+        feats = [x]
+        for k in range(1, 6):
+            conv = DenseConv(
+                self.num_grow_ch if k < 5 else self.num_feat,
+                noise=self.noise,
+                split=self.split,
+                kernel_init=kaiming_scaled_init(0.1),  # BasicSR's RDB init
+                dtype=self.dtype,
+                param_dtype=self.param_dtype,
+                name=f"conv{k}",
+            )
+            out = conv(feats, deterministic=self.deterministic)
+            if k < 5:
+                feats.append(leaky_relu(out))
+        return x + _RESIDUAL_SCALE * out
+
+
+class RRDB(nn.Module):
+    """Residual-in-residual dense block: three RDBs and a 0.2-scaled long skip."""
+
+    num_feat: int = 64
+    num_grow_ch: int = 32
+    noise: bool = True
+    split: bool = False
+    deterministic: bool = False
+    dtype: Dtype = jnp.float32
+    param_dtype: Dtype = jnp.float32
+
+    @nn.compact
+    def __call__(self, x: Array) -> Array:
+        out = x
+        for j in range(1, 4):
+            out = ResidualDenseBlock(
+                self.num_feat,
+                self.num_grow_ch,
+                noise=self.noise,
+                split=self.split,
+                deterministic=self.deterministic,
+                dtype=self.dtype,
+                param_dtype=self.param_dtype,
+                name=f"rdb{j}",
+            )(out)
+        return x + _RESIDUAL_SCALE * out
+
+
+class Generator(nn.Module):
+    """Stochastic JPEG decoder G(y, z, qtables) -> x_hat.
+
+    Pipeline: edge-pad to a multiple of ``pad_multiple`` (16, the 4:2:0 macroblock) -> pixel
+    unshuffle x2 (3 -> 12 channels, PyTorch channel order) -> ``conv_first`` -> ``num_block``
+    RRDBs (each followed by FiLM when ``film``) -> ``conv_body`` + long skip -> nearest x2 ->
+    [noise] ``conv_up1`` -> LeakyReLU [-> FiLM] -> ``conv_hr`` -> LeakyReLU -> ``conv_last`` ->
+    crop back to (H, W).
+
+    The output is **not clipped**: during training every loss (adversarial, consistency, moments)
+    gets gradients everywhere, including where the prediction overshoots [0, 1]. Callers that
+    need an image (sampling, metrics, export) clip with ``jnp.clip(x_hat, 0, 1)``.
+
+    Attributes:
+      num_feat: trunk width (64 in the paper).
+      num_block: number of RRDBs (23).
+      num_grow_ch: RDB growth channels (32).
+      noise: inject a fresh N(0, 1) channel (times a learnable scalar initialised to 1) before
+        every RDB conv and before the upsampling conv. Noise comes from the "noise" rng stream.
+      film: modulate the output of every RRDB and of the upsampling block with (gamma, beta)
+        predicted from the quantization tables (identity at initialisation).
+      film_dim: width of the quantization-table embedding MLP.
+      pad_multiple: inputs are edge-padded to a multiple of this.
+      split_convs: compute each dense conv as a sum of per-input convs instead of concatenating
+        (same parameters and results; a speed knob, see ``benchmarks/models.py``).
+      remat: rematerialise each RRDB in the backward pass (``nn.remat``): stores only the RRDB
+        inputs, which brings the paper's batch (32 x 128 x 128) under 8 GiB, for ~1/3 more
+        compute. Noise is regenerated from the same rng, so gradients are unchanged.
+      dtype: computation dtype (bfloat16 works); the output is always float32.
+      param_dtype: parameter dtype (keep float32).
+    """
+
+    num_feat: int = 64
+    num_block: int = 23
+    num_grow_ch: int = 32
+    noise: bool = True
+    film: bool = False
+    film_dim: int = 128
+    pad_multiple: int = 16
+    split_convs: bool = False
+    remat: bool = False
+    dtype: Dtype = jnp.float32
+    param_dtype: Dtype = jnp.float32
+
+    def _conv(self, features: int, name: str, noise: bool = False) -> DenseConv:
+        return DenseConv(
+            features, noise=noise, dtype=self.dtype, param_dtype=self.param_dtype, name=name
+        )
+
+    @nn.compact
+    def __call__(
+        self, y: Array, qtables: Array | None = None, *, deterministic: bool = False
+    ) -> Array:
+        """Restores a batch of decoded JPEGs.
+
+        Args:
+          y: (B, H, W, 3) float32 RGB in [0, 1], the decoded JPEG; any H, W >= 1.
+          qtables: (B, 2, 8, 8) int32 luma/chroma quantization tables (natural order). Required
+            when ``film``; ignored (may be None) otherwise.
+          deterministic: feed zeros instead of noise (the "mean path"; needs no rng).
+
+        Returns:
+          (B, H, W, 3) float32 restoration, nominally in [0, 1] but not clipped (see above).
+        """
+        b, h, w, _ = y.shape
+        emb = None
+        if self.film:
+            if qtables is None:
+                raise ValueError("Generator(film=True) needs qtables of shape (B, 2, 8, 8).")
+            emb = QTableEmbedding(self.film_dim, self.dtype, self.param_dtype, name="qtable_embed")(
+                qtables
+            )
+        x = pad_to_multiple(y.astype(jnp.float32), self.pad_multiple)
+        x = pixel_unshuffle(x, 2).astype(self.dtype)
+        feat = self._conv(self.num_feat, "conv_first")([x])
+        body = feat
+        block_cls = nn.remat(RRDB) if self.remat else RRDB
+        for i in range(self.num_block):
+            body = block_cls(
+                self.num_feat,
+                self.num_grow_ch,
+                noise=self.noise,
+                split=self.split_convs,
+                deterministic=deterministic,
+                dtype=self.dtype,
+                param_dtype=self.param_dtype,
+                name=f"body_{i}",
+            )(body)
+            if self.film:
+                body = FiLM(self.dtype, self.param_dtype, name=f"film_body_{i}")(body, emb)
+        feat = feat + self._conv(self.num_feat, "conv_body")([body])
+        up = upsample_nearest(feat, 2)
+        up = self._conv(self.num_feat, "conv_up1", noise=self.noise)(
+            [up], deterministic=deterministic
+        )
+        up = leaky_relu(up)
+        if self.film:
+            up = FiLM(self.dtype, self.param_dtype, name="film_up")(up, emb)
+        out = leaky_relu(self._conv(self.num_feat, "conv_hr")([up]))
+        out = self._conv(3, "conv_last")([out])
+        return out[:, :h, :w, :].astype(jnp.float32).reshape(b, h, w, 3)
