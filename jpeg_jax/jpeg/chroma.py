@@ -1,0 +1,76 @@
+"""Chroma down- and upsampling as libjpeg(-turbo) does it.
+
+Downsampling averages 2x1 / 2x2 boxes (``jcsample.c``: with ``exact=True`` the alternating
+rounding bias 1, 2, 1, 2 / 0, 1, 0, 1 and the integer shift). Upsampling is libjpeg's default
+"fancy" triangular filter (``jdsample.c``, ``h2v1_fancy_upsample`` / ``h2v2_fancy_upsample``):
+weights 3/4 and 1/4 toward the nearer and the farther sample in each direction, edges handled by
+replicating the last sample, and with ``exact=True`` the same integer biases (+8/+7, +1/+2).
+"""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+
+from jpeg_jax.jpeg.rounding import floor_ste
+
+
+def _alternating(n: int, first: float, second: float) -> jax.Array:
+    return jnp.where(jnp.arange(n) % 2 == 0, first, second).astype(jnp.float32)
+
+
+def _interleave(even: jax.Array, odd: jax.Array, axis: int) -> jax.Array:
+    """Interleave two equally shaped arrays along ``axis`` (even first)."""
+    stacked = jnp.stack([even, odd], axis=axis + 1 if axis >= 0 else axis)
+    shape = list(even.shape)
+    shape[axis] *= 2
+    return stacked.reshape(shape)
+
+
+def downsample(plane: jax.Array, h: int, v: int, *, exact: bool = False) -> jax.Array:
+    """Average ``v x h`` boxes of a ``(..., H, W)`` plane (H, W multiples of v, h)."""
+    if (h, v) == (1, 1):
+        return plane
+    *lead, height, width = plane.shape
+    boxes = plane.reshape(*lead, height // v, v, width // h, h).sum(axis=(-3, -1))
+    n = h * v
+    if not exact:
+        return boxes / n
+    # Bias alternates along each output row: (1, 2) for 2x2 boxes, (0, 1) for 2x1 boxes.
+    bias = _alternating(width // h, 1.0, 2.0) if v == 2 else _alternating(width // h, 0.0, 1.0)
+    return floor_ste((boxes + bias) / n)
+
+
+def _upsample_h(colsum: jax.Array, scale: float, biases: tuple[float, float], exact: bool):
+    """Horizontal fancy step on a ``(..., H, W)`` array whose samples carry weight ``scale``."""
+    padded = jnp.pad(colsum, [(0, 0)] * (colsum.ndim - 1) + [(1, 1)], mode="edge")
+    center = 3.0 * padded[..., 1:-1]
+    even = center + padded[..., :-2]
+    odd = center + padded[..., 2:]
+    divisor = 4.0 * scale
+    if exact:
+        even = floor_ste((even + biases[0]) / divisor)
+        odd = floor_ste((odd + biases[1]) / divisor)
+    else:
+        even, odd = even / divisor, odd / divisor
+    return _interleave(even, odd, axis=-1)
+
+
+def upsample(plane: jax.Array, h: int, v: int, *, exact: bool = False) -> jax.Array:
+    """libjpeg's fancy upsampling of a ``(..., h_in, w_in)`` plane by ``(v, h)`` in {1, 2}."""
+    if (h, v) == (1, 1):
+        return plane
+    if (h, v) == (2, 1):
+        return _upsample_h(plane, 1.0, (1.0, 2.0), exact)
+    if (h, v) == (2, 2):
+        pad = [(0, 0)] * (plane.ndim - 2) + [(1, 1), (0, 0)]
+        padded = jnp.pad(plane, pad, mode="edge")
+        center = 3.0 * padded[..., 1:-1, :]
+        colsum = _interleave(center + padded[..., :-2, :], center + padded[..., 2:, :], axis=-2)
+        return _upsample_h(colsum, 4.0, (8.0, 7.0), exact)
+    raise ValueError(f"unsupported chroma sampling factors h={h}, v={v}")
+
+
+def replicate(plane: jax.Array, h: int, v: int) -> jax.Array:
+    """Nearest-neighbour upsampling: the right inverse of :func:`downsample` (``exact=False``)."""
+    return jnp.repeat(jnp.repeat(plane, v, axis=-2), h, axis=-1)
