@@ -132,6 +132,7 @@ def consistency_penalty(
     qtables: Array,
     *,
     subsampling: str = "4:2:0",
+    exact: bool = True,
     margin_low: float = 0.4,
     margin_high: float = 0.6,
 ) -> Array:
@@ -152,6 +153,10 @@ def consistency_penalty(
             cb/cr None for "gray".
         qtables: (B, 2, 8, 8) or (2, 8, 8) quantization tables of y.
         subsampling: chroma subsampling of y ("4:4:4", "4:2:2", "4:2:0", "gray").
+        exact: passed to ``jpeg.quantized_dct``: True rounds the 8-bit pixels and the colour
+            conversion like libjpeg does when the restoration is saved and re-encoded
+            (straight-through gradients, so the gradient is the float pipeline's); False keeps
+            the forward pass smooth as the paper's differentiable JPEG.
         margin_low, margin_high: hinge margins (see :func:`consistency_hinge`).
 
     Returns:
@@ -159,7 +164,7 @@ def consistency_penalty(
     """
     from jpeg_jax import jpeg  # lazy: the JPEG core imports more than the losses need
 
-    c = jpeg.quantized_dct(x_hat, qtables, subsampling=subsampling)
+    c = jpeg.quantized_dct(x_hat, qtables, subsampling=subsampling, exact=exact)
     pairs = [(a, b) for a, b in zip(c, q_coeffs, strict=True) if a is not None]
     c_flat = jnp.concatenate([a.reshape(a.shape[0], -1) for a, _ in pairs], axis=-1)
     q_flat = jnp.concatenate([b.reshape(b.shape[0], -1) for _, b in pairs], axis=-1)

@@ -1,5 +1,6 @@
 """Losses against closed forms and loop references (Eq. 9, 10, 14-16)."""
 
+import io
 import math
 
 import flax.linen as nn
@@ -7,7 +8,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from PIL import Image
 from scipy import fft
+from skimage import data
 
 from jpeg_jax import losses
 from jpeg_jax.models import vgg
@@ -126,7 +129,7 @@ def test_consistency_penalty_matches_scipy_reference_444():
     c = _scipy_quantized_dct_444(x_hat, qtables)
     q = np.round(c) + rng.integers(-1, 2, size=c.shape)  # errors of all sizes
     coeffs = jpeg.Coefficients(*(jnp.asarray(a, jnp.int32) for a in q))
-    got = losses.consistency_penalty(x_hat, coeffs, qtables, subsampling="4:4:4")
+    got = losses.consistency_penalty(x_hat, coeffs, qtables, subsampling="4:4:4", exact=False)
     np.testing.assert_allclose(got, _hinge_ref(c - q).mean(), rtol=1e-4, atol=1e-6)
 
 
@@ -134,18 +137,37 @@ def test_consistency_penalty_averages_all_coefficients_420():
     jpeg = _jpeg_or_skip()
     rng = _rng(7)
     x_hat = jnp.asarray(rng.uniform(size=(2, 32, 32, 3)), jnp.float32)
-    qtables = jnp.asarray(jpeg.quality_to_qtables(5))
-    c = jpeg.quantized_dct(x_hat, qtables, subsampling="4:2:0")
+    qtables = jnp.stack([jpeg.quality_to_qtables(5), jpeg.quality_to_qtables(50)])
+    c = jax.jit(jpeg.quantized_dct)(x_hat, qtables)  # 4:2:0 by default
     q = [np.round(np.asarray(a)) + rng.integers(-1, 2, size=a.shape) for a in c]
     flat = np.concatenate([(np.asarray(a) - b).ravel() for a, b in zip(c, q, strict=True)])
     coeffs = jpeg.Coefficients(*q)
-    got = losses.consistency_penalty(x_hat, coeffs, qtables, subsampling="4:2:0")
-    np.testing.assert_allclose(got, _hinge_ref(flat).mean(), rtol=1e-5)
+    penalty = jax.jit(losses.consistency_penalty)
+    np.testing.assert_allclose(penalty(x_hat, coeffs, qtables), _hinge_ref(flat).mean(), 1e-5)
     # The target's own (rounded) coefficients are consistent: |c - round(c)| <= 0.5.
-    target = jpeg.encode(x_hat, qtables, subsampling="4:2:0")
-    assert losses.consistency_penalty(x_hat, target, qtables) <= 0.025 + 1e-6
-    grad = jax.grad(lambda im: losses.consistency_penalty(im, coeffs, qtables))(x_hat)
+    target = jax.jit(jpeg.encode)(x_hat, qtables)
+    assert penalty(x_hat, target, qtables) <= 0.025 + 1e-6
+    grad = jax.jit(jax.grad(penalty))(x_hat, coeffs, qtables)
     assert np.all(np.isfinite(grad)) and np.any(grad != 0)
+
+
+def test_consistency_with_a_libjpeg_file():
+    """A Pillow (libjpeg) file: its decode is consistent; encode(x) agrees with its coefficients."""
+    jpeg = _jpeg_or_skip()
+    image = data.astronaut()[:64, 32:128]
+    buf = io.BytesIO()
+    Image.fromarray(image).save(buf, "JPEG", quality=10)
+    file = jpeg.read_jpeg(buf.getvalue())
+    coeffs = jax.tree.map(lambda a: a[None], file.coefficients)
+    penalty = jax.jit(losses.consistency_penalty, static_argnames="subsampling")
+    y = jnp.asarray(file.pixels, jnp.float32)[None] / 255
+    assert penalty(y, coeffs, file.qtables, subsampling=file.subsampling) < 1e-4
+    x = jnp.asarray(image, jnp.float32)[None] / 255
+    encoded = jax.jit(jpeg.encode, static_argnames="subsampling")(
+        x, file.qtables, subsampling=file.subsampling
+    )
+    for ours, theirs in zip(encoded, coeffs, strict=True):
+        assert np.mean(np.asarray(ours) != np.asarray(theirs)) < 1e-2
 
 
 # ----------------------------------------------------------------------------- moments
