@@ -22,6 +22,7 @@ QUALITY_MODES = ("fixed", "uniform", "blind")
 # Pillow writes JFIF density "aspect ratio 1:1" (units 0, 1, 1); TensorFlow writes 300 dpi.
 # These header bytes are the only difference between the two encoders' files.
 _JFIF_DENSITY_OFFSET, _PILLOW_DENSITY = 13, b"\x00\x00\x01\x00\x01"
+_CROP_MARGIN = 16  # one 4:2:0 MCU
 
 
 @functools.cache
@@ -99,8 +100,14 @@ def random_patch(data: tf.Tensor, seed: tf.Tensor, patch_size: int) -> tf.Tensor
     def jpeg():
         shape = tf.io.extract_jpeg_shape(data, output_type=tf.int32)
         top, left, side = crop_window(shape[0], shape[1], patch_size, crop_seed)
-        window = tf.stack([top, left, side, side])
-        return tf.image.decode_and_crop_jpeg(data, window, channels=3, dct_method=DCT_METHOD)
+        # libjpeg's cropped decode upsamples chroma differently at the window's edges; decode
+        # a margin around the window so the kept pixels equal the full decode's bit for bit.
+        top0, left0 = tf.maximum(top - _CROP_MARGIN, 0), tf.maximum(left - _CROP_MARGIN, 0)
+        bottom = tf.minimum(top + side + _CROP_MARGIN, shape[0])
+        right = tf.minimum(left + side + _CROP_MARGIN, shape[1])
+        window = tf.stack([top0, left0, bottom - top0, right - left0])
+        image = tf.image.decode_and_crop_jpeg(data, window, channels=3, dct_method=DCT_METHOD)
+        return image[top - top0 : top - top0 + side, left - left0 : left - left0 + side]
 
     def other():
         image = decode(data)
