@@ -1,5 +1,6 @@
 """VGG19 feature extractor: torchvision layout parity, weight conversion, loading errors."""
 
+import pathlib
 import subprocess
 import sys
 
@@ -10,6 +11,8 @@ import pytest
 from scipy import signal
 
 from jpeg_jax.models import vgg
+
+_REPO = pathlib.Path(__file__).resolve().parents[1]
 
 # torchvision's vgg19 ('E') features: convs (3x3, pad 1) + ReLU, 'M' = MaxPool2d(2, 2).
 _CFG_E = [64, 64, "M", 128, 128, "M", 256, 256, 256, 256, "M", 512, 512, 512, 512, "M",
@@ -97,8 +100,15 @@ def test_features_match_torch_reference(tmp_path):
 
 def _convert_cli(pth, npz):
     cmd = [sys.executable, "-m", "jpeg_jax.models.vgg", str(pth), str(npz)]
-    subprocess.run(cmd, check=True, capture_output=True, timeout=120)
+    subprocess.run(cmd, check=True, capture_output=True, timeout=120, cwd=_REPO)
     return npz
+
+
+def test_cli_reports_a_missing_file(tmp_path):
+    cmd = [sys.executable, "-m", "jpeg_jax.models.vgg", str(tmp_path / "no.pth"), "out.npz"]
+    result = subprocess.run(cmd, capture_output=True, text=True, timeout=120, cwd=_REPO)
+    assert result.returncode == 1
+    assert "not found" in result.stderr and "Traceback" not in result.stderr
 
 
 def test_last_layer_stops_early(state_dict):

@@ -193,7 +193,12 @@ def main(argv: Sequence[str]) -> int:
         print("usage: python -m jpeg_jax.models.vgg vgg19-dcbb9e9d.pth OUT.npz", file=sys.stderr)
         return 2
     source, target = argv
-    save_vgg19(convert_torchvision_vgg19(source), target)
+    try:
+        params = convert_torchvision_vgg19(source)
+    except (OSError, ImportError, ValueError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 1
+    save_vgg19(params, target)
     print(f"wrote {target} ({len(LAYER_NAMES)} conv layers)")
     return 0
 
