@@ -19,7 +19,9 @@ import dataclasses
 import io
 import pathlib
 
+import numpy as np
 import tensorflow_datasets as tfds
+from etils import epath
 from PIL import Image
 
 NUM_TRAIN = 60_000
@@ -79,13 +81,20 @@ class Ffhq(tfds.core.GeneratorBasedBuilder):
     `thumbnails128x128/` as manual_dir.
     """
 
+    # TFDS 4.9.x's default looks the path up through ``importlib_resources``, which it only
+    # installs on Python < 3.9; the file is known, so say it.
+    @tfds.core.utils.classproperty
+    @classmethod
+    def code_path(cls) -> epath.Path:
+        return epath.Path(__file__)
+
     def _info(self) -> tfds.core.DatasetInfo:
         side = self.builder_config.resolution
         return self.dataset_info_from_configs(
             features=tfds.features.FeaturesDict(
                 {
                     "image": tfds.features.Image(shape=(side, side, 3), encoding_format="png"),
-                    "index": tfds.features.Scalar(dtype="int32"),
+                    "index": tfds.features.Scalar(dtype=np.int32),
                 }
             ),
             homepage="https://github.com/NVlabs/ffhq-dataset",
