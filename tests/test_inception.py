@@ -10,6 +10,7 @@ loads pytorch-fid's file against it.
 """
 
 import importlib.util
+import os
 import sys
 import types
 
@@ -157,10 +158,10 @@ def _torchvision_stub(torch):
 
 def _load_pytorch_fid_inception(torch):
     """pytorch-fid's inception.py, against real torchvision if it imports, else the stub."""
-    spec = importlib.util.find_spec("pytorch_fid")
-    if spec is None:
-        pytest.skip("pytorch-fid is not installed (pip install pytorch-fid --no-deps)")
-    path = spec.submodule_search_locations[0] + "/inception.py"
+    pytorch_fid = pytest.importorskip(
+        "pytorch_fid", reason="parity needs pytorch-fid (pip install pytorch-fid --no-deps)"
+    )
+    path = os.path.join(os.path.dirname(pytorch_fid.__file__), "inception.py")
     with pytest.MonkeyPatch.context() as mp:
         try:
             import torchvision.models.inception  # noqa: F401
@@ -189,9 +190,15 @@ def _randomize(torch, net):
 
 
 @pytest.fixture(scope="module")
-def reference():
+def torch():
+    return pytest.importorskip(
+        "torch", reason="the PyTorch reference needs torch", exc_type=ImportError
+    )
+
+
+@pytest.fixture(scope="module")
+def reference(torch):
     """(torch, pytorch-fid ``InceptionV3([3])`` and its Inception3 state dict), random weights."""
-    torch = pytest.importorskip("torch", reason="parity with pytorch-fid needs PyTorch")
     module = _load_pytorch_fid_inception(torch)
     built = []
     build = module.fid_inception_v3
@@ -256,8 +263,7 @@ def test_param_count_matches_pytorch_fid_module(reference):
 
 
 @pytest.mark.parametrize("in_size,out_size", [(80, 299), (333, 299), (299, 299), (7, 5)])
-def test_resize_matches_torch_interpolate(reference, in_size, out_size):
-    torch = reference[0]
+def test_resize_matches_torch_interpolate(torch, in_size, out_size):
     images = np.random.default_rng(3).random((2, in_size, in_size + 3, 3), dtype=np.float32)
     size = (out_size, out_size + 1)
     expected = (
