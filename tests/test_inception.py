@@ -419,5 +419,5 @@ def test_forward_on_random_weights_is_per_image():
     features = np.asarray(apply(variables, images))
     assert features.shape == (3, inception.FEATURE_DIM) and features.dtype == np.float32
     assert np.all(np.isfinite(features)) and np.all(features >= 0)  # mean of ReLU outputs
-    single = np.asarray(apply(variables, images[1:2]))
-    np.testing.assert_allclose(single[0], features[1], rtol=1e-5, atol=1e-6)
+    reordered = np.asarray(apply(variables, images[::-1]))  # same shape: no second compile
+    np.testing.assert_allclose(reordered[::-1], features, rtol=1e-5, atol=1e-6)

@@ -2,6 +2,7 @@
 
 import itertools
 
+import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
@@ -180,7 +181,7 @@ def test_feature_extractor_batches_like_one_call(tmp_path):
     images = rng.random((5, 40, 52, 3), dtype=np.float32)
     features = extract(images)  # batches of 2, 2, 1 (padded)
     variables = traverse_util.unflatten_dict({k: jnp.asarray(v) for k, v in flat.items()}, sep="/")
-    direct = np.asarray(inception.FIDInceptionV3().apply(variables, jnp.asarray(images)))
+    direct = np.asarray(jax.jit(inception.FIDInceptionV3().apply)(variables, images))
     assert features.shape == (5, inception.FEATURE_DIM) and features.dtype == np.float32
     np.testing.assert_allclose(features, direct, rtol=1e-5, atol=1e-6 * np.abs(direct).max())
     assert extract(images[:0]).shape == (0, inception.FEATURE_DIM)
