@@ -14,32 +14,32 @@ _YNN_FLAG = "--xla_cpu_experimental_ynn_fusion_type"
 
 
 def configure_xla(*, host_device_count: int | None = None) -> str:
-  """Append jpeg_jax's XLA flags to ``XLA_FLAGS``, keeping every flag the user set.
+    """Append jpeg_jax's XLA flags to ``XLA_FLAGS``, keeping every flag the user set.
 
-  Must run before JAX initialises its backend (before the first array is created); later calls
-  have no effect on a running backend.
+    Must run before JAX initialises its backend (before the first array is created); later calls
+    have no effect on a running backend.
 
-  Args:
-    host_device_count: if given and the user has not set it, simulate this many CPU devices
-      (``--xla_force_host_platform_device_count``), as the multi-device tests do.
+    Args:
+      host_device_count: if given and the user has not set it, simulate this many CPU devices
+        (``--xla_force_host_platform_device_count``), as the multi-device tests do.
 
-  Returns:
-    The resulting ``XLA_FLAGS`` value.
-  """
-  flags = os.environ.get("XLA_FLAGS", "").split()
-  names = {flag.split("=", 1)[0] for flag in flags}
-  if _YNN_FLAG not in names:
-    flags.append(f"{_YNN_FLAG}=")
-  count_flag = "--xla_force_host_platform_device_count"
-  if host_device_count is not None and count_flag not in names:
-    flags.append(f"{count_flag}={host_device_count}")
-  os.environ["XLA_FLAGS"] = " ".join(flags)
-  return os.environ["XLA_FLAGS"]
+    Returns:
+      The resulting ``XLA_FLAGS`` value.
+    """
+    flags = os.environ.get("XLA_FLAGS", "").split()
+    names = {flag.split("=", 1)[0] for flag in flags}
+    if _YNN_FLAG not in names:
+        flags.append(f"{_YNN_FLAG}=")
+    count_flag = "--xla_force_host_platform_device_count"
+    if host_device_count is not None and count_flag not in names:
+        flags.append(f"{count_flag}={host_device_count}")
+    os.environ["XLA_FLAGS"] = " ".join(flags)
+    return os.environ["XLA_FLAGS"]
 
 
 def hide_accelerators_from_tensorflow() -> None:
-  """Keep TensorFlow (used only by the input pipeline) off GPUs/TPUs, which belong to JAX."""
-  import tensorflow as tf
+    """Keep TensorFlow (used only by the input pipeline) off GPUs/TPUs, which belong to JAX."""
+    import tensorflow as tf
 
-  tf.config.set_visible_devices([], "GPU")
-  tf.config.set_visible_devices([], "TPU")
+    tf.config.set_visible_devices([], "GPU")
+    tf.config.set_visible_devices([], "TPU")

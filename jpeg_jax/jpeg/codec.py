@@ -65,24 +65,48 @@ def _qtables(qtables: jax.Array, block_size: int) -> tuple[jax.Array, jax.Array]
     return q[..., 0, None, None, :, :], q[..., 1, None, None, :, :]
 
 
+def _pad_rows(plane: jax.Array, rows: int) -> jax.Array:
+    pad = [(0, 0)] * (plane.ndim - 2) + [(0, rows - plane.shape[-2]), (0, 0)]
+    return jnp.pad(plane, pad, mode="edge")
+
+
 def _to_planes(images: jax.Array, subsampling: str, block_size: int, exact: bool):
-    """Padded Y, Cb, Cr planes (chroma downsampled), in 0..255 with libjpeg's rounding."""
+    """Y, Cb, Cr planes padded to whole MCUs (chroma downsampled), 0..255, libjpeg's rounding.
+
+    Like libjpeg: columns are replicated up to whole MCUs before downsampling, rows only up to a
+    multiple of the vertical factor; the downsampled rows are then replicated to whole MCUs.
+    """
     chex.assert_rank(images, {3, 4, 5, 6})
     chex.assert_axis_dimension(images, -1, 3)
     height, width = images.shape[-3:-1]
     factors = _factors(subsampling)
     h, v = factors or (1, 1)
     mcu_h, mcu_w = block_size * v, block_size * h
-    pad_h, pad_w = -height % mcu_h, -width % mcu_w
     rgb = images.astype(jnp.float32) * 255.0
     if exact:
         rgb = round_ste(jnp.clip(rgb, 0.0, 255.0))
-    pad = [(0, 0)] * (rgb.ndim - 3) + [(0, pad_h), (0, pad_w), (0, 0)]
+    pad = [(0, 0)] * (rgb.ndim - 3) + [(0, -height % v), (0, -width % mcu_w), (0, 0)]
     rgb = jnp.pad(rgb, pad, mode="edge")
     y, cb, cr = color.rgb_to_ycbcr(rgb, exact=exact)
+    rows = -(-height // mcu_h) * mcu_h
+    y = _pad_rows(y, rows)
     if factors is None:
         return (y,)
-    return y, chroma.downsample(cb, h, v, exact=exact), chroma.downsample(cr, h, v, exact=exact)
+    return (y,) + tuple(
+        _pad_rows(chroma.downsample(c, h, v, exact=exact), rows // v) for c in (cb, cr)
+    )
+
+
+def _component_blocks(images, qtables, subsampling, block_size, exact):
+    """``[(blocks, q), ...]`` per component: sample blocks (0..255) on libjpeg's grids."""
+    grids = block_grid(images.shape[-3:-1], subsampling, block_size)
+    planes = _to_planes(images, subsampling, block_size, exact)
+    q_luma, q_chroma = _qtables(qtables, block_size)
+    out = []
+    for name, plane, q in zip(("y", "cb", "cr"), planes, (q_luma, q_chroma, q_chroma)):
+        bh, bw = grids[name]
+        out.append((dct.blockify(plane, block_size)[..., :bh, :bw, :, :], q))
+    return out
 
 
 def quantized_dct(
@@ -109,16 +133,8 @@ def quantized_dct(
     Returns:
       :class:`Coefficients` of float32 on libjpeg's block grids.
     """
-    height, width = images.shape[-3:-1]
-    grids = block_grid((height, width), subsampling, block_size)
-    planes = _to_planes(images, subsampling, block_size, exact)
-    q_luma, q_chroma = _qtables(qtables, block_size)
-    out = []
-    for name, plane, q in zip(("y", "cb", "cr"), planes, (q_luma, q_chroma, q_chroma)):
-        bh, bw = grids[name]
-        blocks = dct.blockify(plane - 128.0, block_size)[..., :bh, :bw, :, :]
-        out.append(dct.dct_2d(blocks) / q)
-    return Coefficients(*out)
+    components = _component_blocks(images, qtables, subsampling, block_size, exact)
+    return Coefficients(*(dct.dct_2d(blocks - 128.0) / q for blocks, q in components))
 
 
 def encode(
@@ -131,13 +147,21 @@ def encode(
 ) -> Coefficients:
     """JPEG-encode images to quantized coefficients (straight-through rounding).
 
-    Same arguments as :func:`quantized_dct`; the coefficients are rounded to integers (float32
-    dtype) with :func:`~jpeg_jax.jpeg.rounding.round_ste`, so the result is differentiable.
+    Same arguments as :func:`quantized_dct`. With ``exact=True`` the values are libjpeg's
+    (integer "ISLOW" DCT and its quantizer, bit for bit for 8-bit inputs); otherwise the float
+    coefficients are rounded. Either way the gradient is that of the float ``DCT / Q``
+    (straight-through), so the result is differentiable. Values are integers in float32.
     """
-    coefficients = quantized_dct(
-        images, qtables, subsampling=subsampling, block_size=block_size, exact=exact
-    )
-    return Coefficients(*(None if c is None else round_ste(c) for c in coefficients))
+    out = []
+    for blocks, q in _component_blocks(images, qtables, subsampling, block_size, exact):
+        c = dct.dct_2d(blocks - 128.0) / q
+        if exact and block_size == 8:
+            # libjpeg's integer DCT and quantizer forward, the float DCT's gradient backward.
+            exact_c = dct.islow_quantize_8x8(jax.lax.stop_gradient(blocks), q).astype(c.dtype)
+            out.append(c + jax.lax.stop_gradient(exact_c - c))
+        else:
+            out.append(round_ste(c))
+    return Coefficients(*out)
 
 
 def _decode_plane(coefficients, q, size, block_size, exact):

@@ -94,3 +94,55 @@ def islow_idct_8x8(dequantized: jax.Array) -> jax.Array:
     rows = _islow_1d([work[..., :, k] for k in range(8)])
     out = jnp.stack([_descale(v, _CONST_BITS + _PASS1_BITS + 3) for v in rows], axis=-1)
     return jnp.clip(out + 128, 0, 255)
+
+
+def _islow_fdct_1d(d: list[jax.Array]) -> tuple[list[jax.Array], list[jax.Array]]:
+    """One 8-point pass of libjpeg's ``jfdctint.c``: (even outputs 0/4, odd/rotated terms)."""
+    tmp0, tmp7 = d[0] + d[7], d[0] - d[7]
+    tmp1, tmp6 = d[1] + d[6], d[1] - d[6]
+    tmp2, tmp5 = d[2] + d[5], d[2] - d[5]
+    tmp3, tmp4 = d[3] + d[4], d[3] - d[4]
+    tmp10, tmp13, tmp11, tmp12 = tmp0 + tmp3, tmp0 - tmp3, tmp1 + tmp2, tmp1 - tmp2
+    z1 = (tmp12 + tmp13) * 4433
+    rotated = {2: z1 + tmp13 * 6270, 6: z1 - tmp12 * 15137}
+    z1, z2, z3, z4 = tmp4 + tmp7, tmp5 + tmp6, tmp4 + tmp6, tmp5 + tmp7
+    z5 = (z3 + z4) * 9633
+    z1, z2 = z1 * -7373, z2 * -20995
+    z3, z4 = z3 * -16069 + z5, z4 * -3196 + z5
+    rotated |= {
+        7: tmp4 * 2446 + z1 + z3,
+        5: tmp5 * 16819 + z2 + z4,
+        3: tmp6 * 25172 + z2 + z3,
+        1: tmp7 * 12299 + z1 + z4,
+    }
+    return [tmp10 + tmp11, tmp10 - tmp11], [rotated[k] for k in (1, 2, 3, 5, 6, 7)]
+
+
+def _islow_fdct_pass(d: list[jax.Array], even_shift: int, odd_shift: int) -> list[jax.Array]:
+    (e0, e4), (o1, o2, o3, o5, o6, o7) = _islow_fdct_1d(d)
+    even = [jnp.left_shift(v, -even_shift) if even_shift < 0 else _descale(v, even_shift)
+            for v in (e0, e4)]  # fmt: skip
+    o1, o2, o3, o5, o6, o7 = (_descale(v, odd_shift) for v in (o1, o2, o3, o5, o6, o7))
+    return [even[0], o1, o2, o3, even[1], o5, o6, o7]
+
+
+def islow_quantize_8x8(samples: jax.Array, qtable: jax.Array) -> jax.Array:
+    """libjpeg(-turbo)'s default forward DCT (``JDCT_ISLOW``) and quantization, bit for bit.
+
+    Args:
+      samples: integer-valued ``(..., 8, 8)`` samples in 0..255 (not level-shifted).
+      qtable: integer ``(..., 8, 8)`` quantization table, broadcastable against ``samples``.
+
+    Returns:
+      int32 ``(..., 8, 8)`` quantized coefficients, as written to the file.
+    """
+    x = jnp.round(samples).astype(jnp.int32) - 128
+    rows = _islow_fdct_pass([x[..., :, k] for k in range(8)], -_PASS1_BITS,
+                            _CONST_BITS - _PASS1_BITS)  # fmt: skip
+    work = jnp.stack(rows, axis=-1)
+    cols = _islow_fdct_pass([work[..., k, :] for k in range(8)], _PASS1_BITS,
+                            _CONST_BITS + _PASS1_BITS)  # fmt: skip
+    scaled = jnp.stack(cols, axis=-2)  # the DCT scaled by 8
+    divisor = jnp.round(qtable).astype(jnp.int32) * 8
+    magnitude = (jnp.abs(scaled) + divisor // 2) // divisor
+    return jnp.sign(scaled) * magnitude
