@@ -10,6 +10,7 @@ loads pytorch-fid's file against it.
 """
 
 import importlib.util
+import io
 import os
 import sys
 import types
@@ -362,6 +363,12 @@ def test_load_variables_round_trip(tmp_path):
         np.testing.assert_array_equal(np.asarray(loaded[key]), value)
 
 
+def _npy_bytes(array):
+    buffer = io.BytesIO()
+    np.save(buffer, array)
+    return buffer.getvalue()
+
+
 def test_load_variables_errors_say_how_to_get_weights(tmp_path):
     with pytest.raises(FileNotFoundError, match="pt_inception-2015-12-05-6726825d.pth"):
         inception.load_variables(tmp_path / "nothing.npz")
@@ -371,7 +378,7 @@ def test_load_variables_errors_say_how_to_get_weights(tmp_path):
         inception.load_variables(pth)
     for name, write in [
         ("text.npz", lambda p: p.write_text("hello")),
-        ("array.npz", lambda p: np.save(open(p, "wb"), np.zeros(3))),
+        ("array.npz", lambda p: p.write_bytes(_npy_bytes(np.zeros(3)))),
         ("other.npz", lambda p: np.savez(p, params=np.zeros(3))),
     ]:
         with pytest.raises(ValueError, match="convert_inception"):
