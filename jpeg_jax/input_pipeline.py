@@ -32,6 +32,7 @@ import tensorflow as tf
 from PIL import Image
 
 from jpeg_jax.datasets import open_source, transforms
+from jpeg_jax.platform import hide_accelerators_from_tensorflow
 
 _PILLOW_SUBSAMPLING = {"4:4:4": 0, "4:2:2": 1, "4:2:0": 2}
 _FOREVER = 2**62
@@ -116,6 +117,14 @@ def _process(process_index, process_count) -> tuple[int, int]:
     return process_index, process_count
 
 
+def _hide_accelerators() -> None:
+    """TensorFlow must not take GPU memory from JAX (a no-op with tensorflow-cpu)."""
+    try:
+        hide_accelerators_from_tensorflow()
+    except RuntimeError:  # TF already initialised its devices (e.g. by an earlier pipeline)
+        pass
+
+
 def _options(config_data) -> tf.data.Options:
     options = tf.data.Options()
     options.deterministic = True
@@ -176,6 +185,7 @@ def build_train_dataset(
       start_step: first step to produce (resume): the batches of an uninterrupted run from there.
       process_index, process_count: this host's shard; default ``jax.process_index/count()``.
     """
+    _hide_accelerators()
     process_index, process_count = _process(process_index, process_count)
     source = open_source(
         config_data,
@@ -251,6 +261,7 @@ def build_eval_dataset(
     central ``eval_crop`` crops. The last batch may be smaller. Each process gets a disjoint
     shard of the first ``eval_num_examples`` images of ``eval_split``.
     """
+    _hide_accelerators()
     process_index, process_count = _process(process_index, process_count)
     c = config_data
     source = open_source(

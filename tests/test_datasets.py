@@ -151,6 +151,9 @@ def test_ffhq_source_pipelines_shard_and_restart(fake_ffhq):
         for i in range(2)
     ]
     assert sorted(counts) == [1, 2]
+    as_tfds = input_pipeline.default_data_config()
+    as_tfds.update(source="tfds", tfds_name="ffhq/128", tfds_data_dir=str(data_dir))
+    assert open_source(as_tfds, "test").num_examples == 2  # the generic TFDS path
 
     def run(start_step, n):
         it = input_pipeline.create_train_dataset(

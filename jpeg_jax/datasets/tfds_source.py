@@ -5,23 +5,19 @@ from __future__ import annotations
 import tensorflow as tf
 import tensorflow_datasets as tfds
 
-from jpeg_jax.datasets import ffhq
+from jpeg_jax.datasets import ffhq  # noqa: F401 -- registers "ffhq" with TFDS
 
 
 def load_builder(
     name: str, *, data_dir: str | None = None, manual_dir: str | None = None
 ) -> tfds.core.DatasetBuilder:
-    """A prepared TFDS builder: ``name`` like ``"div2k/bicubic_x2"`` or ``"imagenet2012"``.
+    """A prepared TFDS builder: ``name`` like ``"div2k/bicubic_x2"``, ``"imagenet2012"`` or
+    ``"ffhq/128"`` (jpeg_jax's :class:`~jpeg_jax.datasets.ffhq.Ffhq`, registered on import).
 
-    ``name == "ffhq/128"`` or ``"ffhq/1024"`` uses :class:`jpeg_jax.datasets.ffhq.Ffhq`.
     Prepares the dataset if it is not (downloading if TFDS can, reading ``manual_dir`` for
     manual datasets), like ``tfds.load``.
     """
-    if name.split("/")[0] == "ffhq":
-        config = name.split("/")[1] if "/" in name else "1024"
-        builder = ffhq.Ffhq(config=config, data_dir=data_dir)
-    else:
-        builder = tfds.builder(name, data_dir=data_dir)
+    builder = tfds.builder(name, data_dir=data_dir)
     if not builder.is_prepared():
         download_config = tfds.download.DownloadConfig(manual_dir=manual_dir or None)
         builder.download_and_prepare(download_config=download_config)
