@@ -12,9 +12,10 @@ Batches are dicts of numpy arrays, images float32 NHWC RGB in [0, 1]:
 
 Determinism and resume: training example ``i`` (counting from the first example of step 0)
 is fully determined by ``(seed, process_index, i)``: which image (a stateless permutation of the
-shard per epoch), its crop, flip and quality (stateless random ops keyed by ``i``). So
-``create_train_dataset(..., start_step=n)`` yields exactly the batches an uninterrupted run
-yields from step ``n`` on, with nothing to checkpoint but the step. Random-access sources
+shard per epoch), its crop, flip and quality (stateless random ops keyed by ``i``). So, for
+the same config, seed and process count, ``create_train_dataset(..., start_step=n)`` yields
+exactly the batches an uninterrupted run yields from step ``n`` on: nothing to checkpoint but
+the step. Random-access sources
 (folder, embedded) restart in O(1); TFDS sources replay at most one epoch of record reads.
 Exactness assumes every image decodes: files failing the folder scan are dropped up front, but
 a file corrupt past its header is dropped at read time (``ignore_errors``) and shifts later
@@ -125,7 +126,7 @@ def _hide_accelerators() -> None:
         pass
 
 
-def _options(config_data) -> tf.data.Options:
+def _options() -> tf.data.Options:
     options = tf.data.Options()
     options.deterministic = True
     options.autotune.enabled = True
@@ -220,7 +221,7 @@ def build_train_dataset(
     dataset = dataset.batch(batch_size_per_process, drop_remainder=True)
     dataset = dataset.map(_to_float, num_parallel_calls=_threads(c), deterministic=True)
     dataset = dataset.prefetch(tf.data.AUTOTUNE if c.prefetch < 0 else c.prefetch)
-    return dataset.with_options(_options(c))
+    return dataset.with_options(_options())
 
 
 def create_train_dataset(
@@ -279,7 +280,7 @@ def build_eval_dataset(
 
     dataset = source.ordered().map(make_example, num_parallel_calls=_threads(c), deterministic=True)
     dataset = dataset.batch(batch_size, drop_remainder=False).map(_to_float)
-    return dataset.prefetch(tf.data.AUTOTUNE).with_options(_options(c))
+    return dataset.prefetch(tf.data.AUTOTUNE).with_options(_options())
 
 
 def create_eval_dataset(
