@@ -311,3 +311,28 @@ def test_eval_whole_images_and_process_shards(color_folder):
             shard.append(batch["name"][0])
         names.append(set(shard))
     assert not names[0] & names[1] and len(names[0] | names[1]) == 10
+
+
+def test_decode_formats_match_pillow():
+    image = _natural(21, 34)
+    for fmt, options in [("PNG", {}), ("BMP", {}), ("WEBP", {"lossless": True}), ("TIFF", {})]:
+        buffer = io.BytesIO()
+        Image.fromarray(image).save(buffer, format=fmt, **options)
+        decoded = transforms.decode(tf.constant(buffer.getvalue())).numpy()
+        np.testing.assert_array_equal(decoded, image, err_msg=fmt)
+    jpeg = _pillow_jpeg(image, 75)
+    np.testing.assert_array_equal(
+        transforms.decode(tf.constant(jpeg)).numpy(), _pillow_decode(jpeg)
+    )
+
+
+def test_undetected_corrupt_file_is_dropped_at_read_time(tmp_path):
+    good = _natural(40, 40)
+    for k in range(3):
+        Image.fromarray(good[:, ::-1] if k else good).save(tmp_path / f"good{k}.png")
+    (tmp_path / "bad.png").write_bytes(b"\x89PNG\r\n\x1a\n" + b"junk" * 50)
+    config = _config(source="folder", path=str(tmp_path), train_split="all", check_files=False)
+    it = input_pipeline.create_train_dataset(
+        config, batch_size_per_process=4, seed=0, process_index=0, process_count=1
+    )
+    assert all(next(it)["x"].shape == (4, P, P, 3) for _ in range(3))

@@ -33,7 +33,8 @@ def qtables_by_quality() -> np.ndarray:
     return np.asarray(quality_to_qtables(np.arange(0, 101).clip(1)), np.int32)
 
 
-def _decode_with_pillow(data: bytes) -> np.ndarray:
+def _decode_with_pillow(data) -> np.ndarray:
+    data = data.item() if isinstance(data, np.ndarray) else data  # numpy_function: 0-d array
     with Image.open(io.BytesIO(data)) as image:
         return np.asarray(image.convert("RGB"), np.uint8)
 
