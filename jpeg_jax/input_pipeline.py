@@ -148,7 +148,10 @@ def _to_float(batch: dict[str, tf.Tensor]) -> dict[str, tf.Tensor]:
 
 
 def _train_items(source, shuffle_buffer: int, order_key: int, start_index: int):
-    """(example index i, encoded bytes) from example ``start_index`` on, forever, in order."""
+    """(example index i, item) from example ``start_index`` on, forever, in order.
+
+    An item is what ``source`` holds: a file path (read later, in the parallel map) or bytes.
+    """
     n = source.num_examples
     if source.items is not None:
         items = tf.constant(source.items)
@@ -156,8 +159,7 @@ def _train_items(source, shuffle_buffer: int, order_key: int, start_index: int):
         def pick(i):
             seed = tf.stack([tf.constant(order_key, tf.int64), i // n])
             j = tf.random.experimental.index_shuffle(i % n, seed, tf.constant(n - 1, tf.int64))
-            data = tf.io.read_file(items[j]) if source.items_are_paths else items[j]
-            return i, data
+            return i, items[j]
 
         return tf.data.Dataset.range(start_index, _FOREVER).map(pick)
     stream = source.stream().map(lambda ex: ex["data"])
@@ -199,7 +201,8 @@ def build_train_dataset(
     )
     c = config_data
 
-    def make_example(i, data):
+    def make_example(i, item):
+        data = tf.io.read_file(item) if source.items_are_paths else item
         seed_i = tf.stack([tf.constant(example_key, tf.int64), i])
         patch_seed, quality_seed = tf.unstack(tf.random.experimental.stateless_split(seed_i, 2))
         x = transforms.random_patch(data, patch_seed, c.patch_size)
