@@ -1,0 +1,253 @@
+"""Paper-scale generator speed on CPU, beside BasicSR's PyTorch RRDBNet, and train-step memory.
+
+Usage (from the repository root; a few minutes on 2 cores):
+
+    python benchmarks/models.py                  # speed table, JAX vs torch (if installed)
+    python benchmarks/models.py --memory         # + compiled memory of a G+D step, batch 32
+    python benchmarks/models.py --variants concat,split --skip-torch
+
+Prints a table and writes ``benchmarks/results/models.json``. FLOP counts are analytic (the
+convolutions' multiply-adds x 2): 139.25 GFLOP per 128^2 forward, backward counted as 2x forward.
+"""
+
+from __future__ import annotations
+
+from jpeg_jax.platform import configure_xla
+
+configure_xla()
+
+import argparse  # noqa: E402
+import json  # noqa: E402
+import os  # noqa: E402
+import platform  # noqa: E402
+import time  # noqa: E402
+
+import jax  # noqa: E402
+import jax.numpy as jnp  # noqa: E402
+import numpy as np  # noqa: E402
+import optax  # noqa: E402
+
+from jpeg_jax.models import Critic, Generator  # noqa: E402
+
+SIZE = 128
+GIB = 2.0**30
+
+
+def generator_gflop(
+    h: int = SIZE, w: int = SIZE, nf: int = 64, nb: int = 23, gc: int = 32
+) -> float:
+    """Analytic forward GFLOP of the noise-free generator (2 x multiply-adds of the convs)."""
+    lo = (h // 2) * (w // 2)
+    rdb = sum((nf + k * gc) * (gc if k < 4 else nf) for k in range(5)) * 9
+    macs = lo * (12 * nf * 9 + nb * 3 * rdb + nf * nf * 9) + h * w * (2 * nf * nf * 9 + nf * 3 * 9)
+    return 2 * macs / 1e9
+
+
+def _timeit(fn, iters: int) -> float:
+    fn()  # warm-up (after compilation)
+    times = []
+    for _ in range(iters):
+        t0 = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t0)
+    return float(np.median(times))
+
+
+def bench_jax(split: bool, iters: int) -> dict:
+    """Forward b1/b8 and forward+backward b4 of the paper-size generator (noise on)."""
+    gen = Generator(split_convs=split)
+    rngs = {"params": jax.random.key(0), "noise": jax.random.key(1)}
+    y1 = jnp.full((1, SIZE, SIZE, 3), 0.5)
+    params = jax.jit(gen.init)(rngs, y1, None)["params"]
+    fwd = jax.jit(lambda p, y, k: gen.apply({"params": p}, y, None, rngs={"noise": k}))
+
+    def loss(p, y, k):
+        return jnp.mean(gen.apply({"params": p}, y, None, rngs={"noise": k}) ** 2)
+
+    grad = jax.jit(jax.grad(loss))
+    key = jax.random.key(2)
+    out = {}
+    for name, fn, batch in (("fwd_b1", fwd, 1), ("fwd_b8", fwd, 8), ("fwdbwd_b4", grad, 4)):
+        y = jax.random.uniform(jax.random.key(batch), (batch, SIZE, SIZE, 3))
+        t0 = time.perf_counter()
+        compiled = fn.lower(params, y, key).compile()
+        compile_s = time.perf_counter() - t0
+        sec = _timeit(lambda c=compiled, y=y: jax.block_until_ready(c(params, y, key)), iters)
+        out[name] = {"s_per_img": sec / batch, "compile_s": compile_s}
+    return out
+
+
+def _torch_noisy_rrdbnet(torch, nf: int = 64, nb: int = 23, gc: int = 32):
+    """BasicSR's RRDBNet (x2 unshuffle, one upsampling) with our noise channels, in PyTorch."""
+    nn, F = torch.nn, torch.nn.functional
+
+    def noisy(conv, x):
+        z = torch.randn(x.shape[0], 1, *x.shape[2:], dtype=x.dtype)
+        return conv(torch.cat([x, z], 1))
+
+    class RDB(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.convs = nn.ModuleList(
+                nn.Conv2d(nf + k * gc + 1, gc if k < 4 else nf, 3, 1, 1) for k in range(5)
+            )
+
+        def forward(self, x):
+            feats = [x]
+            for k, conv in enumerate(self.convs):
+                out = noisy(conv, torch.cat(feats, 1))
+                if k < 4:
+                    feats.append(F.leaky_relu(out, 0.2))
+            return x + 0.2 * out
+
+    class RRDB(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.rdbs = nn.Sequential(RDB(), RDB(), RDB())
+
+        def forward(self, x):
+            return x + 0.2 * self.rdbs(x)
+
+    class Net(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.conv_first = nn.Conv2d(12, nf, 3, 1, 1)
+            self.body = nn.Sequential(*[RRDB() for _ in range(nb)])
+            self.conv_body = nn.Conv2d(nf, nf, 3, 1, 1)
+            self.conv_up1 = nn.Conv2d(nf + 1, nf, 3, 1, 1)
+            self.conv_hr = nn.Conv2d(nf, nf, 3, 1, 1)
+            self.conv_last = nn.Conv2d(nf, 3, 3, 1, 1)
+
+        def forward(self, x):
+            feat = self.conv_first(F.pixel_unshuffle(x, 2))
+            feat = feat + self.conv_body(self.body(feat))
+            up = F.leaky_relu(noisy(self.conv_up1, F.interpolate(feat, scale_factor=2.0)), 0.2)
+            return self.conv_last(F.leaky_relu(self.conv_hr(up), 0.2))
+
+    return Net()
+
+
+def bench_torch(iters: int) -> dict | None:
+    try:
+        import torch
+    except ImportError:
+        return None
+    torch.set_num_threads(2)
+    net = _torch_noisy_rrdbnet(torch)
+    out = {}
+    for name, batch in (("fwd_b1", 1), ("fwd_b8", 8), ("fwdbwd_b4", 4)):
+        y = torch.rand(batch, 3, SIZE, SIZE)
+        if name.startswith("fwdbwd"):
+
+            def step(y=y):
+                net.zero_grad(set_to_none=True)
+                (net(y) ** 2).mean().backward()
+        else:
+
+            def step(y=y):
+                with torch.no_grad():
+                    net(y)
+
+        out[name] = {"s_per_img": _timeit(step, iters) / batch}
+    return out
+
+
+def gan_step(gen: Generator, critic: Critic, opt: optax.GradientTransformation):
+    """A representative G+D train step: critic (logistic + R1) then generator (adv + MSE)."""
+
+    def d_loss(dp, gp, x, y, k):
+        xh = jax.lax.stop_gradient(gen.apply({"params": gp}, y, None, rngs={"noise": k}))
+
+        def d_real(xr):
+            return critic.apply({"params": dp}, xr, y)
+
+        real, vjp = jax.vjp(d_real, x)
+        (gx,) = vjp(jnp.ones_like(real))
+        r1 = 0.5 * jnp.mean(jnp.sum(gx**2, axis=(1, 2, 3)))
+        fake = critic.apply({"params": dp}, xh, y)
+        return jnp.mean(jax.nn.softplus(-real) + jax.nn.softplus(fake)) + r1
+
+    def g_loss(gp, dp, x, y, k):
+        xh = gen.apply({"params": gp}, y, None, rngs={"noise": k})
+        adv = jnp.mean(jax.nn.softplus(-critic.apply({"params": dp}, xh, y)))
+        return 1e-3 * adv + jnp.mean((xh - x) ** 2)
+
+    def step(state, x, y, key):
+        gp, dp, gs, ds = state
+        kd, kg = jax.random.split(key)
+        dg = jax.grad(d_loss)(dp, gp, x, y, kd)
+        upd, ds = opt.update(dg, ds, dp)
+        dp = optax.apply_updates(dp, upd)
+        gg = jax.grad(g_loss)(gp, dp, x, y, kg)
+        upd, gs = opt.update(gg, gs, gp)
+        gp = optax.apply_updates(gp, upd)
+        return gp, dp, gs, ds
+
+    return step
+
+
+def memory_analysis(remat: bool, batch: int = 32) -> dict:
+    """Compiles (never runs) the paper-size G+D step and returns XLA's memory analysis in GiB."""
+    gen, critic = Generator(remat=remat), Critic()
+    opt = optax.adam(1e-4, b1=0.0, b2=0.99)
+    img = jax.ShapeDtypeStruct((batch, SIZE, SIZE, 3), jnp.float32)
+    rngs = {"params": jax.random.key(0), "noise": jax.random.key(1)}
+    gp = jax.eval_shape(lambda y: gen.init(rngs, y, None), img)["params"]
+    dp = jax.eval_shape(lambda y: critic.init(jax.random.key(0), y, y), img)["params"]
+    state = (gp, dp, jax.eval_shape(opt.init, gp), jax.eval_shape(opt.init, dp))
+    key = jax.eval_shape(lambda: jax.random.key(0))
+    t0 = time.perf_counter()
+    compiled = jax.jit(gan_step(gen, critic, opt), donate_argnums=0).lower(state, img, img, key)
+    compiled = compiled.compile()
+    mem = compiled.memory_analysis()
+    gib = {
+        k: getattr(mem, f"{k}_size_in_bytes") / GIB
+        for k in ("argument", "output", "temp", "alias", "generated_code")
+    }
+    gib["peak_estimate"] = gib["argument"] + gib["output"] + gib["temp"] - gib["alias"]
+    gib["compile_s"] = time.perf_counter() - t0
+    return gib
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--iters", type=int, default=2)
+    parser.add_argument("--variants", default="concat", help="comma list of concat,split")
+    parser.add_argument("--skip-torch", action="store_true")
+    parser.add_argument("--memory", action="store_true")
+    parser.add_argument("--out", default="benchmarks/results/models.json")
+    args = parser.parse_args()
+    gflop = generator_gflop()
+    results = {"gflop_fwd_128": gflop, "machine": platform.processor() or platform.machine()}
+    results["xla_flags"] = os.environ.get("XLA_FLAGS", "")
+    rows = []
+    if not args.skip_torch:
+        t = bench_torch(args.iters)
+        if t is not None:
+            results["torch"] = t
+            rows.append(("torch", t))
+    for variant in args.variants.split(","):
+        r = bench_jax(split=variant == "split", iters=args.iters)
+        results[f"jax_{variant}"] = r
+        rows.append((f"jax_{variant}", r))
+    print(f"{'impl':<14}{'case':<11}{'s/img':>8}{'GFLOP/s':>9}{'vs torch':>9}{'compile s':>10}")
+    for impl, r in rows:
+        for case, v in r.items():
+            flops = gflop * (3 if case.startswith("fwdbwd") else 1)
+            ref = results.get("torch", {}).get(case, {}).get("s_per_img")
+            ratio = f"{v['s_per_img'] / ref:9.2f}" if ref else f"{'-':>9}"
+            comp = f"{v['compile_s']:10.1f}" if "compile_s" in v else f"{'-':>10}"
+            speed = f"{v['s_per_img']:8.3f}{flops / v['s_per_img']:9.1f}"
+            print(f"{impl:<14}{case:<11}{speed}{ratio}{comp}")
+    if args.memory:
+        for remat in (False, True):
+            m = memory_analysis(remat)
+            results[f"memory_b32_remat_{remat}"] = m
+            print(f"G+D step b32 remat={remat}: " + ", ".join(f"{k}={v:.2f}" for k, v in m.items()))
+    os.makedirs(os.path.dirname(args.out), exist_ok=True)
+    with open(args.out, "w") as f:
+        json.dump(results, f, indent=2)
+
+
+if __name__ == "__main__":
+    main()

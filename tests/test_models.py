@@ -1,0 +1,289 @@
+"""Tests of jpeg_jax.models: generator, critic, BasicSR converter (tiny models, 32x32 images)."""
+
+from __future__ import annotations
+
+import functools
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import pytest
+from flax import traverse_util
+
+from jpeg_jax.models import Critic, Generator, convert
+from jpeg_jax.models.layers import pixel_unshuffle
+
+TINY = dict(num_feat=8, num_block=2, num_grow_ch=4)
+TINY_CRITIC = dict(widths=(8, 8, 16, 16), blocks=(1, 1, 1, 1))
+
+
+def _count(tree) -> int:
+    return sum(int(np.prod(x.shape)) for x in jax.tree.leaves(tree))
+
+
+def _rngs(seed: int = 0) -> dict:
+    return {"params": jax.random.key(seed), "noise": jax.random.key(seed + 1)}
+
+
+def _qtables(batch: int, scale: float = 1.0) -> jnp.ndarray:
+    base = np.arange(1, 129, dtype=np.float32).reshape(2, 8, 8)
+    return jnp.asarray(np.clip(np.round(base * scale), 1, 255), jnp.int32)[None].repeat(batch, 0)
+
+
+def _images(shape, seed=0) -> jnp.ndarray:
+    return jax.random.uniform(jax.random.key(seed), shape)
+
+
+@functools.cache
+def _tiny_params(**kw):
+    y = jnp.zeros((1, 16, 16, 3))
+    return Generator(**TINY, **kw).init(_rngs(), y, _qtables(1))["params"]
+
+
+def _paper_count(**kw) -> int:
+    y = jax.ShapeDtypeStruct((1, 32, 32, 3), jnp.float32)
+    shapes = jax.eval_shape(lambda y: Generator(**kw).init(_rngs(), y, _qtables(1)), y)
+    return _count(shapes["params"])
+
+
+def _rrdbnet_count(in_ch, nf=64, nb=23, gc=32, noise=0) -> int:
+    """Closed form: conv(cin, cout) = 9*cin*cout + cout; RDB convs see nf + k*gc (+ noise)."""
+    conv = lambda cin, cout: 9 * cin * cout + cout
+    rdb = sum(conv(nf + k * gc + noise, gc if k < 4 else nf) for k in range(5))
+    return conv(in_ch, nf) + nb * 3 * rdb + 3 * conv(nf, nf) + conv(nf, 3)  # body, up1, hr
+
+
+def test_param_count_paper_size_matches_basicsr_minus_conv_up2():
+    assert _rrdbnet_count(12) == 16_666_243
+    assert _paper_count(noise=False, film=False) == 16_666_243
+    # Noise: one more input channel per RDB conv and for conv_up1, plus one scalar per injection.
+    injections = 23 * 3 * 5 + 1
+    assert _rrdbnet_count(12, noise=1) == 16_785_475
+    assert _paper_count(noise=True) == 16_785_475 + 9 * 64 + injections
+
+
+def test_param_count_film_adds_embedding_and_projections():
+    d, nf = 128, 64
+    film = (128 * d + d + d * d + d) + 24 * (d * 2 * nf + 2 * nf)  # MLP + 24 zero-init heads
+    assert _paper_count(noise=False, film=True) == 16_666_243 + film
+
+
+@pytest.mark.parametrize("hw", [(1, 1), (37, 53), (130, 70)])
+@pytest.mark.parametrize("batch", [1, 5])
+def test_generator_odd_shapes_and_edge_padding(hw, batch):
+    gen, params = Generator(**TINY), _tiny_params()
+    y = _images((batch, *hw, 3))
+    out = gen.apply({"params": params}, y, None, deterministic=True)
+    assert out.shape == (batch, *hw, 3) and out.dtype == jnp.float32
+    # Independent reference: numpy edge-pad to a multiple of 16, run, crop.
+    ph, pw = -hw[0] % 16, -hw[1] % 16
+    padded = jnp.asarray(np.pad(np.asarray(y), ((0, 0), (0, ph), (0, pw), (0, 0)), mode="edge"))
+    ref = gen.apply({"params": params}, padded, None, deterministic=True)[:, : hw[0], : hw[1]]
+    np.testing.assert_allclose(out, ref, atol=1e-6)
+    # Samples of a batch are independent of each other.
+    one = gen.apply({"params": params}, y[-1:], None, deterministic=True)
+    np.testing.assert_allclose(out[-1:], one, atol=1e-5)
+
+
+def test_pixel_unshuffle_matches_pytorch_channel_order():
+    x = np.arange(2 * 4 * 6 * 3, dtype=np.float32).reshape(2, 4, 6, 3)
+    out = np.asarray(pixel_unshuffle(jnp.asarray(x), 2))
+    for c, i, j in np.ndindex(3, 2, 2):
+        np.testing.assert_array_equal(out[..., c * 4 + i * 2 + j], x[:, i::2, j::2, c])
+
+
+def test_noise_determinism():
+    gen, params = Generator(**TINY), _tiny_params()
+    y = _images((2, 32, 32, 3))
+    run = lambda k: gen.apply({"params": params}, y, None, rngs={"noise": jax.random.key(k)})
+    a, b, c = run(3), run(3), run(4)
+    np.testing.assert_array_equal(a, b)
+    assert float(jnp.max(jnp.abs(a - c))) > 1e-4
+    mean_path = gen.apply({"params": params}, y, None, deterministic=True)  # no rng needed
+    assert float(jnp.max(jnp.abs(a - mean_path))) > 1e-4
+    # Noise-free model: the noise rng is irrelevant.
+    gen0 = Generator(**TINY, noise=False)
+    p0 = _tiny_params(noise=False)
+    np.testing.assert_array_equal(
+        gen0.apply({"params": p0}, y, None, rngs={"noise": jax.random.key(1)}),
+        gen0.apply({"params": p0}, y, None, deterministic=True),
+    )
+
+
+def test_film_identity_at_init_then_qtables_matter_after_training():
+    gen, params = Generator(**TINY, film=True), _tiny_params(film=True)
+    plain = {k: v for k, v in params.items() if not k.startswith(("film_", "qtable_"))}
+    y = _images((2, 32, 32, 3))
+    q_lo, q_hi = _qtables(2, 0.2), _qtables(2, 1.5)
+    with_film = gen.apply({"params": params}, y, q_lo, deterministic=True)
+    without = Generator(**TINY).apply({"params": plain}, y, None, deterministic=True)
+    np.testing.assert_array_equal(with_film, without)
+    with pytest.raises(ValueError, match="qtables"):
+        gen.apply({"params": params}, y, None, deterministic=True)
+
+    # Toy objective: the target brightness depends on the tables only.
+    def loss(p):
+        lo = gen.apply({"params": p}, y, q_lo, deterministic=True)
+        hi = gen.apply({"params": p}, y, q_hi, deterministic=True)
+        return jnp.mean((lo - 0.2) ** 2) + jnp.mean((hi - 0.8) ** 2)
+
+    opt = optax.adam(1e-2)
+    state = opt.init(params)
+
+    @jax.jit
+    def step(p, s):
+        g = jax.grad(loss)(p)
+        u, s = opt.update(g, s, p)
+        return optax.apply_updates(p, u), s
+
+    for _ in range(5):
+        params, state = step(params, state)
+    lo = gen.apply({"params": params}, y, q_lo, deterministic=True)
+    hi = gen.apply({"params": params}, y, q_hi, deterministic=True)
+    assert float(jnp.mean(hi - lo)) > 1e-2
+
+
+def test_bf16_compute_is_finite_and_close_to_fp32():
+    params = _tiny_params()
+    y = _images((2, 32, 32, 3))
+    ref = Generator(**TINY).apply({"params": params}, y, None, deterministic=True)
+    out = Generator(**TINY, dtype=jnp.bfloat16).apply(
+        {"params": params}, y, None, deterministic=True
+    )
+    assert out.dtype == jnp.float32 and bool(jnp.all(jnp.isfinite(out)))
+    scale = float(jnp.max(jnp.abs(ref)))
+    assert float(jnp.max(jnp.abs(out - ref))) < 2e-2 * max(scale, 1.0)
+    assert float(jnp.max(jnp.abs(out - ref))) > 0  # bf16 really ran
+    bf16_params = Generator(**TINY, dtype=jnp.bfloat16).init(_rngs(), y, None)["params"]
+    assert all(x.dtype == jnp.float32 for x in jax.tree.leaves(bf16_params))
+
+
+def test_remat_same_output_and_grads():
+    params = _tiny_params()
+    y = _images((2, 32, 32, 3))
+
+    def loss(p, remat):
+        out = Generator(**TINY, remat=remat).apply(
+            {"params": p}, y, None, rngs={"noise": jax.random.key(7)}
+        )
+        return jnp.mean(out**2), out
+
+    (l0, o0), g0 = jax.value_and_grad(loss, has_aux=True)(params, False)
+    (l1, o1), g1 = jax.value_and_grad(loss, has_aux=True)(params, True)
+    np.testing.assert_allclose(o0, o1, atol=1e-6)
+    jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-7), g0, g1)
+
+
+def test_split_convs_same_output():
+    params = _tiny_params()
+    y = _images((1, 32, 32, 3))
+    run = lambda split: Generator(**TINY, split_convs=split).apply(
+        {"params": params}, y, None, rngs={"noise": jax.random.key(5)}
+    )
+    np.testing.assert_allclose(run(True), run(False), atol=1e-5)
+
+
+@pytest.mark.parametrize("hw", [(128, 128), (64, 96), (32, 32)])
+def test_critic_shapes(hw):
+    critic = Critic(**TINY_CRITIC)
+    x, y = _images((3, *hw, 3), 1), _images((3, *hw, 3), 2)
+    params = critic.init(jax.random.key(0), x, y)
+    logits = critic.apply(params, x, y)
+    assert logits.shape == (3,) and logits.dtype == jnp.float32
+
+
+def test_critic_paper_size_and_invalid_size():
+    x = jax.ShapeDtypeStruct((2, 128, 128, 3), jnp.float32)
+    out = jax.eval_shape(lambda x: Critic().init_with_output(jax.random.key(0), x, x), x)
+    assert out[0].shape == (2,)
+    assert _count(out[1]) == 21_285_185
+    with pytest.raises(ValueError, match="multiples of 32"):
+        Critic(**TINY_CRITIC).init(
+            jax.random.key(0), jnp.zeros((1, 48, 48, 3)), jnp.zeros((1, 48, 48, 3))
+        )
+
+
+def test_critic_has_no_normalisation_and_is_per_sample():
+    critic = Critic(**TINY_CRITIC)
+    x, y = _images((4, 64, 64, 3), 1), _images((4, 64, 64, 3), 2)
+    variables = critic.init(jax.random.key(0), x, y)
+    assert set(variables) == {"params"}  # no batch_stats
+    names = {"/".join(k) for k in traverse_util.flatten_dict(variables["params"])}
+    assert all(n.endswith(("kernel", "bias")) for n in names), names  # no norm scales
+    logits = critic.apply(variables, x, y)
+    single = jnp.concatenate(
+        [critic.apply(variables, x[i : i + 1], y[i : i + 1]) for i in range(4)]
+    )
+    np.testing.assert_allclose(logits, single, rtol=1e-5, atol=1e-6)
+    # It does look at y.
+    assert float(jnp.max(jnp.abs(critic.apply(variables, x, y[::-1]) - logits))) > 0
+
+
+def test_critic_qtable_projection():
+    critic = Critic(**TINY_CRITIC, film=True)
+    x, y = _images((2, 32, 32, 3), 1), _images((2, 32, 32, 3), 2)
+    params = critic.init(jax.random.key(0), x, y, _qtables(2))
+    a = critic.apply(params, x, y, _qtables(2, 0.2))
+    b = critic.apply(params, x, y, _qtables(2, 1.5))
+    assert a.shape == (2,) and float(jnp.max(jnp.abs(a - b))) > 0
+
+
+def _fake_state_dict(params) -> dict:
+    """Our noise-free params written the BasicSR way (OIHW, dotted names) plus a conv_up2."""
+    sd = {}
+    for key, value in traverse_util.flatten_dict(params).items():
+        *path, leaf = key
+        name = ".".join(path).replace("body_", "body.")
+        v = np.asarray(value)
+        sd[f"{name}.{'weight' if leaf == 'kernel' else 'bias'}"] = (
+            v.transpose(3, 2, 0, 1) if leaf == "kernel" else v
+        )
+    sd["conv_up2.weight"] = np.zeros((8, 8, 3, 3), np.float32)
+    return sd
+
+
+def test_converter_roundtrip_and_zero_noise_weights():
+    base = jax.tree.map(lambda x: x + 0.01, _tiny_params(noise=False))  # non-zero biases too
+    sd = _fake_state_dict(base)
+    converted = convert.params_from_basicsr(sd)
+    jax.tree.map(np.testing.assert_array_equal, converted, jax.tree.map(np.asarray, base))
+    y = _images((1, 32, 32, 3))
+    ref = Generator(**TINY, noise=False).apply({"params": base}, y, None)
+    noisy = convert.params_from_basicsr(sd, noise=True, template=_tiny_params(film=True))
+    out = Generator(**TINY, film=True).apply(
+        {"params": noisy}, y, _qtables(1), rngs={"noise": jax.random.key(3)}
+    )
+    np.testing.assert_allclose(out, ref, atol=1e-6)  # zero noise weights + identity FiLM
+    with pytest.raises(ValueError, match="template"):
+        convert.params_from_basicsr(sd, template=_tiny_params())  # kernels miss noise channel
+
+
+def test_parity_with_basicsr_rrdbnet():
+    torch = pytest.importorskip("torch", reason="parity needs torch (pip install torch)")
+    try:
+        arch = convert.load_basicsr_arch()
+    except ImportError as e:
+        pytest.skip(f"parity needs basicsr sources (pip install basicsr==1.4.2 --no-deps): {e}")
+    nf, nb, gc = 32, 3, 16
+    torch.manual_seed(0)
+    net = arch.RRDBNet(
+        num_in_ch=3, num_out_ch=3, scale=2, num_feat=nf, num_block=nb, num_grow_ch=gc
+    )
+    with torch.no_grad():
+        for p in net.parameters():  # random weights and biases, not BasicSR's zero biases
+            p.normal_(0.0, 0.05)
+    x = torch.rand(2, 3, 48, 32)
+    with torch.no_grad():  # BasicSR's own modules, composed with ONE x2 upsampling as ours is
+        feat = net.conv_first(arch.pixel_unshuffle(x, scale=2))
+        feat = feat + net.conv_body(net.body(feat))
+        up = net.lrelu(net.conv_up1(arch.F.interpolate(feat, scale_factor=2, mode="nearest")))
+        ref = net.conv_last(net.lrelu(net.conv_hr(up))).permute(0, 2, 3, 1).numpy()
+    params = convert.params_from_basicsr(net.state_dict())
+    gen = Generator(num_feat=nf, num_block=nb, num_grow_ch=gc, noise=False)
+    out = gen.apply({"params": params}, jnp.asarray(x.permute(0, 2, 3, 1).numpy()), None)
+    assert float(jnp.max(jnp.abs(out - ref))) <= 1e-4
+    assert float(np.max(np.abs(ref))) > 0.1  # a non-trivial comparison
+    # BasicSR's full parameter count minus conv_up2 equals ours at this size.
+    n_torch = sum(p.numel() for n, p in net.named_parameters() if not n.startswith("conv_up2"))
+    assert _count(params) == n_torch
