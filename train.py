@@ -1,0 +1,31 @@
+"""Train a stochastic JPEG decoder: ``python train.py --config=configs/demo.py --workdir=runs/demo``."""
+
+from jpeg_jax.platform import configure_xla
+
+configure_xla()
+
+import sys  # noqa: E402
+
+from absl import app, flags, logging  # noqa: E402
+from ml_collections import config_flags  # noqa: E402
+
+from jpeg_jax import train_lib  # noqa: E402
+
+FLAGS = flags.FLAGS
+config_flags.DEFINE_config_file("config", None, "Training configuration file.", lock_config=True)
+flags.DEFINE_string("workdir", None, "Directory for checkpoints, logs and the export.")
+flags.mark_flags_as_required(["config", "workdir"])
+
+
+def main(argv):
+    del argv
+    try:
+        train_lib.train_and_evaluate(FLAGS.config, FLAGS.workdir)
+    except (train_lib.TrainingError, ValueError, FileNotFoundError, OSError) as e:
+        logging.error("%s", e)
+        print(f"train.py: error: {e}", file=sys.stderr)
+        sys.exit(1)
+
+
+if __name__ == "__main__":
+    app.run(main)
