@@ -1,4 +1,7 @@
-"""Train a stochastic JPEG decoder: ``python train.py --config=configs/demo.py --workdir=runs/demo``."""
+"""Train a stochastic JPEG decoder.
+
+python train.py --config=configs/demo.py --workdir=runs/demo
+"""
 
 from jpeg_jax.platform import configure_xla
 

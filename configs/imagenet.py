@@ -2,8 +2,10 @@
 
 Needs a regression export for the initialisation and for SM, and VGG19 weights:
 ``python train.py --config=configs/imagenet.py --workdir=runs/imagenet
---config.data.manual_dir=/path/to/imagenet --config.init_from_export=runs/imagenet_regression/export
---config.loss.sm_mmse_export=runs/imagenet_regression/export --config.loss.perceptual_vgg_path=vgg19.npz``.
+--config.data.manual_dir=/path/to/imagenet
+--config.init_from_export=runs/imagenet_regression/export
+--config.loss.sm_mmse_export=runs/imagenet_regression/export
+--config.loss.perceptual_vgg_path=vgg19.npz``.
 Evaluated on ImageNet ctest10k at QF 10 (Table 5).
 """
 

@@ -2,7 +2,8 @@
 
 Run: ``python train.py --config=configs/imagenet_regression.py --workdir=runs/imagenet_regression
 --config.data.manual_dir=/path/to/imagenet``. 50k steps initialise the GAN
-(configs/imagenet.py); the SM reference model is trained longer (``--config.num_train_steps=650000``).
+(configs/imagenet.py); the SM reference model is trained longer
+(``--config.num_train_steps=650000``).
 """
 
 from configs import imagenet

@@ -83,10 +83,13 @@ _WORKER = textwrap.dedent(
     models = train_state.make_models(config)
     optimizers = train_state.make_optimizers(config)
     mesh = train_step.make_mesh()
-    state = train_step.replicate(mesh, train_state.init_state(config, models, optimizers, jax.random.key(0)))
-    step = train_step.compile_step(train_step.make_train_step(config, models, optimizers), mesh, state)
+    state = train_state.init_state(config, models, optimizers, jax.random.key(0))
+    state = train_step.replicate(mesh, state)
+    step_fn = train_step.make_train_step(config, models, optimizers)
+    step = train_step.compile_step(step_fn, mesh, state)
     state, metrics = step(state, train_step.global_batch(mesh, local), jax.random.key(1))
-    params = jax.tree.leaves(jax.tree.map(lambda a: np.asarray(a.addressable_data(0)), state.g_params))
+    local_params = jax.tree.map(lambda a: np.asarray(a.addressable_data(0)), state.g_params)
+    params = jax.tree.leaves(local_params)
     if pid == 0:
         np.savez(sys.argv[2], *params)
     """
