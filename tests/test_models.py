@@ -35,10 +35,22 @@ def _images(shape, seed=0) -> jnp.ndarray:
     return jax.random.uniform(jax.random.key(seed), shape)
 
 
+@functools.partial(jax.jit, static_argnums=0, static_argnames="deterministic")
+def _run(gen, params, y, qtables=None, key=None, *, deterministic=False):
+    """Jitted ``gen.apply`` (eager flax dispatches hundreds of tiny ops)."""
+    rngs = None if key is None else {"noise": key}
+    return gen.apply({"params": params}, y, qtables, rngs=rngs, deterministic=deterministic)
+
+
+@functools.partial(jax.jit, static_argnums=0)
+def _critic(critic, variables, x, y, qtables=None):
+    return critic.apply(variables, x, y, qtables)
+
+
 @functools.cache
 def _tiny_params(**kw):
     y = jnp.zeros((1, 16, 16, 3))
-    return Generator(**TINY, **kw).init(_rngs(), y, _qtables(1))["params"]
+    return jax.jit(Generator(**TINY, **kw).init)(_rngs(), y, _qtables(1))["params"]
 
 
 def _paper_count(**kw) -> int:
@@ -74,15 +86,15 @@ def test_param_count_film_adds_embedding_and_projections():
 def test_generator_odd_shapes_and_edge_padding(hw, batch):
     gen, params = Generator(**TINY), _tiny_params()
     y = _images((batch, *hw, 3))
-    out = gen.apply({"params": params}, y, None, deterministic=True)
+    out = _run(gen, params, y, deterministic=True)
     assert out.shape == (batch, *hw, 3) and out.dtype == jnp.float32
     # Independent reference: numpy edge-pad to a multiple of 16, run, crop.
     ph, pw = -hw[0] % 16, -hw[1] % 16
     padded = jnp.asarray(np.pad(np.asarray(y), ((0, 0), (0, ph), (0, pw), (0, 0)), mode="edge"))
-    ref = gen.apply({"params": params}, padded, None, deterministic=True)[:, : hw[0], : hw[1]]
+    ref = _run(gen, params, padded, deterministic=True)[:, : hw[0], : hw[1]]
     np.testing.assert_allclose(out, ref, atol=1e-6)
     # Samples of a batch are independent of each other.
-    one = gen.apply({"params": params}, y[-1:], None, deterministic=True)
+    one = _run(gen, params, y[-1:], deterministic=True)
     np.testing.assert_allclose(out[-1:], one, atol=1e-5)
 
 
@@ -96,18 +108,18 @@ def test_pixel_unshuffle_matches_pytorch_channel_order():
 def test_noise_determinism():
     gen, params = Generator(**TINY), _tiny_params()
     y = _images((2, 32, 32, 3))
-    run = lambda k: gen.apply({"params": params}, y, None, rngs={"noise": jax.random.key(k)})
+    run = lambda k: _run(gen, params, y, key=jax.random.key(k))
     a, b, c = run(3), run(3), run(4)
     np.testing.assert_array_equal(a, b)
     assert float(jnp.max(jnp.abs(a - c))) > 1e-4
-    mean_path = gen.apply({"params": params}, y, None, deterministic=True)  # no rng needed
+    mean_path = _run(gen, params, y, deterministic=True)  # no rng needed
     assert float(jnp.max(jnp.abs(a - mean_path))) > 1e-4
     # Noise-free model: the noise rng is irrelevant.
     gen0 = Generator(**TINY, noise=False)
     p0 = _tiny_params(noise=False)
     np.testing.assert_array_equal(
-        gen0.apply({"params": p0}, y, None, rngs={"noise": jax.random.key(1)}),
-        gen0.apply({"params": p0}, y, None, deterministic=True),
+        _run(gen0, p0, y, key=jax.random.key(1)),
+        _run(gen0, p0, y, deterministic=True),
     )
 
 
@@ -116,11 +128,11 @@ def test_film_identity_at_init_then_qtables_matter_after_training():
     plain = {k: v for k, v in params.items() if not k.startswith(("film_", "qtable_"))}
     y = _images((2, 32, 32, 3))
     q_lo, q_hi = _qtables(2, 0.2), _qtables(2, 1.5)
-    with_film = gen.apply({"params": params}, y, q_lo, deterministic=True)
-    without = Generator(**TINY).apply({"params": plain}, y, None, deterministic=True)
+    with_film = _run(gen, params, y, q_lo, deterministic=True)
+    without = _run(Generator(**TINY), plain, y, deterministic=True)
     np.testing.assert_array_equal(with_film, without)
     with pytest.raises(ValueError, match="qtables"):
-        gen.apply({"params": params}, y, None, deterministic=True)
+        _run(gen, params, y, deterministic=True)
 
     # Toy objective: the target brightness depends on the tables only.
     def loss(p):
@@ -139,38 +151,39 @@ def test_film_identity_at_init_then_qtables_matter_after_training():
 
     for _ in range(5):
         params, state = step(params, state)
-    lo = gen.apply({"params": params}, y, q_lo, deterministic=True)
-    hi = gen.apply({"params": params}, y, q_hi, deterministic=True)
+    lo = _run(gen, params, y, q_lo, deterministic=True)
+    hi = _run(gen, params, y, q_hi, deterministic=True)
     assert float(jnp.mean(hi - lo)) > 1e-2
 
 
 def test_bf16_compute_is_finite_and_close_to_fp32():
     params = _tiny_params()
     y = _images((2, 32, 32, 3))
-    ref = Generator(**TINY).apply({"params": params}, y, None, deterministic=True)
-    out = Generator(**TINY, dtype=jnp.bfloat16).apply(
-        {"params": params}, y, None, deterministic=True
-    )
+    ref = _run(Generator(**TINY), params, y, deterministic=True)
+    out = _run(Generator(**TINY, dtype=jnp.bfloat16), params, y, deterministic=True)
     assert out.dtype == jnp.float32 and bool(jnp.all(jnp.isfinite(out)))
     scale = float(jnp.max(jnp.abs(ref)))
     assert float(jnp.max(jnp.abs(out - ref))) < 2e-2 * max(scale, 1.0)
     assert float(jnp.max(jnp.abs(out - ref))) > 0  # bf16 really ran
-    bf16_params = Generator(**TINY, dtype=jnp.bfloat16).init(_rngs(), y, None)["params"]
+    bf16_params = jax.eval_shape(Generator(**TINY, dtype=jnp.bfloat16).init, _rngs(), y, None)
     assert all(x.dtype == jnp.float32 for x in jax.tree.leaves(bf16_params))
 
 
-def test_remat_same_output_and_grads():
-    params = _tiny_params()
-    y = _images((2, 32, 32, 3))
+@pytest.mark.parametrize(
+    "variant", [dict(remat=True), dict(scan=True), dict(remat=True, scan=True)]
+)
+def test_remat_and_scan_same_output_and_grads(variant):
+    params = _tiny_params(film=True)
+    y, q = _images((2, 32, 32, 3)), _qtables(2)
 
-    def loss(p, remat):
-        out = Generator(**TINY, remat=remat).apply(
-            {"params": p}, y, None, rngs={"noise": jax.random.key(7)}
-        )
+    def loss(p, kw):
+        gen = Generator(**TINY, film=True, **dict(kw))
+        out = gen.apply({"params": p}, y, q, rngs={"noise": jax.random.key(7)})
         return jnp.mean(out**2), out
 
-    (l0, o0), g0 = jax.value_and_grad(loss, has_aux=True)(params, False)
-    (l1, o1), g1 = jax.value_and_grad(loss, has_aux=True)(params, True)
+    grad = jax.jit(jax.value_and_grad(loss, has_aux=True), static_argnums=1)
+    (_, o0), g0 = grad(params, ())
+    (_, o1), g1 = grad(params, tuple(variant.items()))
     np.testing.assert_allclose(o0, o1, atol=1e-6)
     jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-7), g0, g1)
 
@@ -178,9 +191,7 @@ def test_remat_same_output_and_grads():
 def test_split_convs_same_output():
     params = _tiny_params()
     y = _images((1, 32, 32, 3))
-    run = lambda split: Generator(**TINY, split_convs=split).apply(
-        {"params": params}, y, None, rngs={"noise": jax.random.key(5)}
-    )
+    run = lambda split: _run(Generator(**TINY, split_convs=split), params, y, key=jax.random.key(5))
     np.testing.assert_allclose(run(True), run(False), atol=1e-5)
 
 
@@ -188,8 +199,8 @@ def test_split_convs_same_output():
 def test_critic_shapes(hw):
     critic = Critic(**TINY_CRITIC)
     x, y = _images((3, *hw, 3), 1), _images((3, *hw, 3), 2)
-    params = critic.init(jax.random.key(0), x, y)
-    logits = critic.apply(params, x, y)
+    params = jax.jit(critic.init)(jax.random.key(0), x, y)
+    logits = _critic(critic, params, x, y)
     assert logits.shape == (3,) and logits.dtype == jnp.float32
 
 
@@ -207,25 +218,25 @@ def test_critic_paper_size_and_invalid_size():
 def test_critic_has_no_normalisation_and_is_per_sample():
     critic = Critic(**TINY_CRITIC)
     x, y = _images((4, 64, 64, 3), 1), _images((4, 64, 64, 3), 2)
-    variables = critic.init(jax.random.key(0), x, y)
+    variables = jax.jit(critic.init)(jax.random.key(0), x, y)
     assert set(variables) == {"params"}  # no batch_stats
     names = {"/".join(k) for k in traverse_util.flatten_dict(variables["params"])}
     assert all(n.endswith(("kernel", "bias")) for n in names), names  # no norm scales
-    logits = critic.apply(variables, x, y)
+    logits = _critic(critic, variables, x, y)
     single = jnp.concatenate(
-        [critic.apply(variables, x[i : i + 1], y[i : i + 1]) for i in range(4)]
+        [_critic(critic, variables, x[i : i + 1], y[i : i + 1]) for i in range(4)]
     )
     np.testing.assert_allclose(logits, single, rtol=1e-5, atol=1e-6)
     # It does look at y.
-    assert float(jnp.max(jnp.abs(critic.apply(variables, x, y[::-1]) - logits))) > 0
+    assert float(jnp.max(jnp.abs(_critic(critic, variables, x, y[::-1]) - logits))) > 0
 
 
 def test_critic_qtable_projection():
     critic = Critic(**TINY_CRITIC, film=True)
     x, y = _images((2, 32, 32, 3), 1), _images((2, 32, 32, 3), 2)
     params = critic.init(jax.random.key(0), x, y, _qtables(2))
-    a = critic.apply(params, x, y, _qtables(2, 0.2))
-    b = critic.apply(params, x, y, _qtables(2, 1.5))
+    a = _critic(critic, params, x, y, _qtables(2, 0.2))
+    b = _critic(critic, params, x, y, _qtables(2, 1.5))
     assert a.shape == (2,) and float(jnp.max(jnp.abs(a - b))) > 0
 
 
@@ -249,11 +260,9 @@ def test_converter_roundtrip_and_zero_noise_weights():
     converted = convert.params_from_basicsr(sd)
     jax.tree.map(np.testing.assert_array_equal, converted, jax.tree.map(np.asarray, base))
     y = _images((1, 32, 32, 3))
-    ref = Generator(**TINY, noise=False).apply({"params": base}, y, None)
+    ref = _run(Generator(**TINY, noise=False), base, y)
     noisy = convert.params_from_basicsr(sd, noise=True, template=_tiny_params(film=True))
-    out = Generator(**TINY, film=True).apply(
-        {"params": noisy}, y, _qtables(1), rngs={"noise": jax.random.key(3)}
-    )
+    out = _run(Generator(**TINY, film=True), noisy, y, _qtables(1), jax.random.key(3))
     np.testing.assert_allclose(out, ref, atol=1e-6)  # zero noise weights + identity FiLM
     with pytest.raises(ValueError, match="template"):
         convert.params_from_basicsr(sd, template=_tiny_params())  # kernels miss noise channel
@@ -281,7 +290,7 @@ def test_parity_with_basicsr_rrdbnet():
         ref = net.conv_last(net.lrelu(net.conv_hr(up))).permute(0, 2, 3, 1).numpy()
     params = convert.params_from_basicsr(net.state_dict())
     gen = Generator(num_feat=nf, num_block=nb, num_grow_ch=gc, noise=False)
-    out = gen.apply({"params": params}, jnp.asarray(x.permute(0, 2, 3, 1).numpy()), None)
+    out = _run(gen, params, jnp.asarray(x.permute(0, 2, 3, 1).numpy()))
     assert float(jnp.max(jnp.abs(out - ref))) <= 1e-4
     assert float(np.max(np.abs(ref))) > 0.1  # a non-trivial comparison
     # BasicSR's full parameter count minus conv_up2 equals ours at this size.
