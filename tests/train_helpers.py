@@ -14,7 +14,7 @@ def tiny_config():
     config.checkpoint_every_steps = 2
     config.eval_every_steps = 0
     config.demo_figure = False
-    config.data.patch_size = 16
+    config.data.patch_size = 32
     config.data.shuffle_buffer = 16
     g = config.model.generator
     g.num_feat, g.num_block, g.num_grow_ch = 8, 1, 4
@@ -26,7 +26,7 @@ def tiny_config():
     return config
 
 
-def synthetic_batch(batch: int = 8, size: int = 16, seed: int = 0, quality: int = 10) -> dict:
+def synthetic_batch(batch: int = 8, size: int = 32, seed: int = 0, quality: int = 10) -> dict:
     """Smooth random images, their libjpeg-exact JPEG decode and tables."""
     rng = np.random.default_rng(seed)
     coarse = rng.uniform(0, 1, (batch, size // 4, size // 4, 3))
