@@ -149,6 +149,9 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str):
     maybe_initialize_distributed(config)
     is_chief = jax.process_index() == 0
     os.makedirs(workdir, exist_ok=True)
+    if is_chief:  # what `python -m jpeg_jax.export --workdir` rebuilds the models from
+        with open(os.path.join(workdir, "config.json"), "w") as f:
+            f.write(config.to_json_best_effort(indent=2))
     if config.batch_size % jax.device_count():
         raise ValueError(f"batch_size {config.batch_size} % {jax.device_count()} devices != 0")
     mesh = train_step.make_mesh()
@@ -231,5 +234,12 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str):
         manager.wait_until_finished()
         path = export_generator(config, state, os.path.join(workdir, "export"))
         logging.info("exported the EMA generator to %s", path)
+        if config.demo_figure:
+            from jpeg_jax import demo
+
+            report = demo.demo_report(
+                models[0], jax.device_get(state.ema_params), workdir, quality=config.data.quality
+            )
+            print(demo.format_report(report), flush=True)
     manager.close()
     return state

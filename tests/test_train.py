@@ -151,6 +151,10 @@ def test_sigkill_resume_is_bit_identical_and_export_loads(tmp_path):
     loaded = export.load(killed / "export")
     jax.tree.map(np.testing.assert_array_equal, loaded.params, reference.ema_params)
     assert loaded.metadata["step"] == 6
+    # The export CLI rebuilds the same export from the latest checkpoint.
+    assert export.main(["--workdir", str(killed), "--out", str(tmp_path / "cli_export")]) == 0
+    again = export.load(tmp_path / "cli_export")
+    jax.tree.map(np.testing.assert_array_equal, again.params, reference.ema_params)
     generator = loaded.build()
     out = generator.apply(
         {"params": loaded.params}, np.zeros((1, 32, 32, 3), np.float32), None, deterministic=True
@@ -180,3 +184,12 @@ def test_restore_latest_without_checkpoint_returns_none(tmp_path):
     models, optimizers = train_state.make_models(config), train_state.make_optimizers(config)
     state = train_state.init_state(config, models, optimizers, jax.random.key(0))
     assert checkpoint.restore_latest(checkpoint.make_manager(str(tmp_path), config), state) is None
+
+
+def test_export_errors_are_clear(tmp_path):
+    with pytest.raises(export.ExportError, match="no such export"):
+        export.load(tmp_path / "missing")
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(export.ExportError, match="not a jpeg_jax export"):
+        export.load(tmp_path / "empty")
+    assert export.main(["--workdir", str(tmp_path / "empty"), "--out", str(tmp_path / "x")]) == 1
