@@ -162,6 +162,7 @@ def _bad_corpus(folder):
         "text.jpg": (b"hello, not an image\n", "not a JPEG"),
         "png.jpg": (png.getvalue(), "not a JPEG"),
         "truncated.jpg": (good[: len(good) // 2], "truncated"),
+        "truncated_scan.jpg": (good[:-200], "truncated"),
         "cmyk.jpg": (cmyk.getvalue(), "CMYK"),
         "12bit.jpg": (_patch_sof(good, 4, bytes([12])), "12-bit"),
         "arithmetic.jpg": (_replace_sof(good, 0xC9), "arithmetic"),

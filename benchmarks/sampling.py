@@ -1,0 +1,157 @@
+"""Posterior sampling speed of the paper-size generator: tiled vs untiled, batched vs sequential.
+
+Usage (from the repository root; about 4 minutes on 2 CPU cores, most of it compilation):
+
+    python benchmarks/sampling.py
+    python benchmarks/sampling.py --size 480 --tile 256 --overlap 32 --repeats 3
+
+Measures ``jpeg_jax.sampling.restore`` end to end (generator, blending, host copies) with the
+paper-size ``Generator()`` (noise on, random weights: speed does not depend on their values):
+
+- seconds per megapixel per sample, untiled vs tiled, on a ``size x size`` image; the tiling
+  overhead is reported as measured, as its geometric part (pixels processed / image pixels), and
+  projected to the CLI's default tiling (1024 / 64) on large images;
+- samples per second for ``batch`` samples of a ``tile x tile`` image drawn at once (vmapped
+  over noise keys) vs one at a time.
+
+Prints a table and writes ``benchmarks/results/sampling.json``.
+"""
+
+from __future__ import annotations
+
+from jpeg_jax.platform import configure_xla
+
+configure_xla()
+
+import argparse  # noqa: E402
+import datetime  # noqa: E402
+import json  # noqa: E402
+import os  # noqa: E402
+import platform  # noqa: E402
+import time  # noqa: E402
+
+import jax  # noqa: E402
+import numpy as np  # noqa: E402
+
+from jpeg_jax import sampling  # noqa: E402
+from jpeg_jax.models import Generator  # noqa: E402
+
+RESULTS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "results", "sampling.json")
+CLI_TILE, CLI_OVERLAP = 1024, 64
+
+
+def random_params(model: Generator, seed: int = 0):
+    """Random weights of the right shapes without compiling ``init`` (a minute at paper size)."""
+    shapes = jax.eval_shape(
+        lambda: model.init(
+            {"params": jax.random.key(0), "noise": jax.random.key(0)}, np.zeros((1, 16, 16, 3))
+        )
+    )["params"]
+    rng = np.random.default_rng(seed)
+    return jax.tree.map(lambda s: (0.02 * rng.standard_normal(s.shape)).astype(s.dtype), shapes)
+
+
+def time_restore(model, params, pixels, repeats: int, num: int = 1, **kwargs) -> float:
+    """Median seconds of ``restore`` (``num`` samples) after one warm-up call (which compiles)."""
+    qtables = np.ones((2, 8, 8), np.int32)
+
+    def run():
+        return sampling.restore(
+            (model, params), pixels, num, jax.random.key(0), qtables=qtables, **kwargs
+        )
+
+    run()
+    times = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        run()
+        times.append(time.perf_counter() - t0)
+    return float(np.median(times))
+
+
+def processed_pixels(size: int, tile: int, overlap: int) -> int:
+    """Pixels the generator sees when a ``size x size`` image is tiled."""
+    per_axis = len(sampling.tile_origins(size, tile, overlap)) * min(tile, size)
+    return per_axis**2
+
+
+def bench(args) -> dict:
+    model = Generator()
+    params = random_params(model)
+    image = np.random.default_rng(1).uniform(size=(args.size, args.size, 3)).astype(np.float32)
+    megapixels = args.size**2 / 1e6
+    untiled = time_restore(model, params, image, args.repeats)
+    tiled = time_restore(model, params, image, args.repeats, tile=args.tile, overlap=args.overlap)
+    geometric = processed_pixels(args.size, args.tile, args.overlap) / args.size**2
+    efficiency = tiled / untiled / geometric  # per processed pixel, tiled vs untiled
+    asymptotic = (CLI_TILE / (CLI_TILE - CLI_OVERLAP)) ** 2
+    small = image[: args.tile, : args.tile]
+    sequential = time_restore(model, params, small, args.repeats, num=args.batch, batch_size=1)
+    batched = time_restore(
+        model, params, small, args.repeats, num=args.batch, batch_size=args.batch
+    )
+    return {
+        "untiled_s_per_mp_per_sample": untiled / megapixels,
+        "tiled_s_per_mp_per_sample": tiled / megapixels,
+        "tiling_overhead_pct": 100 * (tiled / untiled - 1),
+        "geometric_overhead_pct": 100 * (geometric - 1),
+        "per_pixel_overhead_pct": 100 * (efficiency - 1),
+        "projected_cli_overhead_pct": 100 * (asymptotic * efficiency - 1),
+        "sequential_samples_per_s": args.batch / sequential,
+        "batched_samples_per_s": args.batch / batched,
+    }
+
+
+def _machine() -> str:
+    try:
+        with open("/proc/cpuinfo") as f:
+            names = [line.split(":", 1)[1].strip() for line in f if line.startswith("model name")]
+        return f"{names[0]}, {os.cpu_count()} cores visible" if names else platform.processor()
+    except OSError:
+        return platform.processor()
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--size", type=int, default=240, help="image side (untiled vs tiled)")
+    p.add_argument("--tile", type=int, default=128)
+    p.add_argument("--overlap", type=int, default=16)
+    p.add_argument("--batch", type=int, default=4, help="samples for batched vs sequential")
+    p.add_argument("--repeats", type=int, default=2)
+    p.add_argument("--out", default=RESULTS)
+    args = p.parse_args()
+    results = bench(args)
+    config = {k: getattr(args, k) for k in ("size", "tile", "overlap", "batch", "repeats")}
+    record = {
+        "date": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
+        "machine": _machine(),
+        "backend": jax.default_backend(),
+        "jax": jax.__version__,
+        "generator": "Generator() paper size, noise on, float32",
+        "config": config,
+        "results": results,
+    }
+    rows = [
+        (f"untiled {args.size}^2, s / MP / sample", results["untiled_s_per_mp_per_sample"]),
+        (
+            f"tiled {args.tile}/{args.overlap}, s / MP / sample",
+            results["tiled_s_per_mp_per_sample"],
+        ),
+        ("tiling overhead, measured %", results["tiling_overhead_pct"]),
+        ("  of which geometric (extra pixels) %", results["geometric_overhead_pct"]),
+        ("  per processed pixel %", results["per_pixel_overhead_pct"]),
+        (f"projected, CLI tiles {CLI_TILE}/{CLI_OVERLAP} %", results["projected_cli_overhead_pct"]),
+        (f"one at a time, samples/s ({args.tile}^2)", results["sequential_samples_per_s"]),
+        (f"batched x{args.batch} (vmap), samples/s", results["batched_samples_per_s"]),
+    ]
+    print(f"| sampling ({record['machine']}, {record['backend']}) | value |\n|---|---|")
+    for name, value in rows:
+        print(f"| {name} | {value:.3g} |")
+    os.makedirs(os.path.dirname(args.out), exist_ok=True)
+    with open(args.out, "w") as f:
+        json.dump(record, f, indent=2)
+    print(f"wrote {args.out}")
+
+
+if __name__ == "__main__":
+    main()
