@@ -10,7 +10,8 @@ static shapes. Sample ``i`` uses the key ``fold_in(fold_in(rng, i), tile_index)`
 not depend on ``batch_size``.
 
 Large images are cut into tiles of ``tile x tile`` pixels whose origins lie on the 16-pixel
-macroblock grid, neighbours overlapping by at least ``overlap`` pixels. Each tile's output is
+macroblock grid, neighbours overlapping by at least ``overlap`` pixels (images narrower than a
+tile in one direction are edge-padded to the tile size). Each tile's output is
 weighted by a feathered window: zero within ``overlap // 4`` pixels of an edge it shares with
 another tile (where the convolutions' zero padding differs from the untiled network), rising
 linearly to one over the middle half of the overlap. Every tile has the same shape, so one
@@ -293,7 +294,9 @@ def restore(
       project: move every sample onto the set of images consistent with the file (the file's
         exact coefficients, :func:`jpeg_jax.jpeg.project`): 100 % of the coefficients in their
         quantization bins before 8-bit rounding. Needs a ``JpegImage``.
-      tile: tile size in pixels (multiple of 16, >= 2 * overlap); None: the whole image at once.
+      tile: tile size in pixels (multiple of 16, >= 2 * overlap); None, or an image that fits
+        in one tile: the whole image at once. A tiled image narrower than ``tile`` in one
+        direction is edge-padded to ``tile`` there, so all tiles of all images share one shape.
       overlap: minimum overlap of neighbouring tiles (multiple of 16; see the module docstring).
       batch_size: samples per generator call (vmapped); memory grows linearly with it.
       deterministic: noise-free generator (every sample identical; for tests and MMSE models).
@@ -313,7 +316,12 @@ def restore(
     if project and image is None:
         raise ValueError("project=True needs a JpegImage (the file's exact coefficients)")
     h, w = pixels.shape[:2]
-    padded = np.pad(pixels, ((0, -h % GRID), (0, -w % GRID), (0, 0)), mode="edge")
+    hp, wp = h + -h % GRID, w + -w % GRID
+    if tile is not None and max(hp, wp) > tile:  # every tile full size: one compilation
+        hp, wp = max(hp, tile), max(wp, tile)
+    else:
+        tile = None
+    padded = np.pad(pixels, ((0, hp - h), (0, wp - w), (0, 0)), mode="edge")
     batch_size = min(batch_size, num_samples)
     samples = _assemble(
         model,

@@ -194,3 +194,16 @@ def test_errors(params):
         sampling.restore(params, f, 1, jax.random.key(0))
     with pytest.raises(export.ExportError):
         sampling.restore("/nonexistent/export", f, 1, jax.random.key(0))
+
+
+def test_one_compilation_serves_all_tiles_and_images(params):
+    kwargs = dict(deterministic=True, batch_size=1, tile=64, overlap=16)
+    sampling.restore((MODEL, params), _file(size=(80, 96)), 1, jax.random.key(0), **kwargs)
+    compiled = sampling.sample_tile._cache_size()
+    files = [_file(size=size) for size in [(40, 150), (100, 70), (65, 65)]]  # thin, odd
+    tiled = [sampling.restore((MODEL, params), f, 1, jax.random.key(0), **kwargs) for f in files]
+    assert sampling.sample_tile._cache_size() == compiled
+    for f, r in zip(files, tiled):
+        assert r.samples.shape == (1, *f.size, 3)
+        whole = sampling.restore((MODEL, params), f, 1, jax.random.key(0), deterministic=True)
+        assert np.abs(r.samples - whole.samples).mean() < 2 / 255
