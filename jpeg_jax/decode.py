@@ -31,9 +31,10 @@ via Posterior Sampling", 2023).
 
 A heavily compressed JPEG has lost information: many different originals would give the very
 same file. Each output "sample" is one such plausible original, drawn at random by the model:
-sharp and natural-looking, and (with --project) guaranteed to compress back to exactly your
-JPEG. Different samples differ in details the file cannot pin down (skin texture, foliage,
-hair). Ask for several with -n to see the range of possibilities; --mean averages them into one
+sharp and natural-looking. With --project it also agrees with everything your JPEG records
+(saved as a JPEG with the same settings it gives back your file, up to 8-bit rounding).
+Different samples differ in details the file cannot pin down (skin texture, foliage, hair).
+Ask for several with -n to see the range of possibilities; --mean averages them into one
 smoother, "safest" picture; --uncertainty maps where they disagree.
 
 Outputs go to OUTDIR as lossless images named after each input: NAME_sample1.png,
@@ -98,8 +99,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--project",
         action="store_true",
-        help="make every output compress back to exactly the input JPEG (the "
-        "paper's '-P'); keeps everything the file says, changes only what it cannot",
+        help="make every output agree exactly with what the JPEG file records (the paper's "
+        "'-P'): only detail the file cannot pin down is changed",
     )
     p.add_argument(
         "--mean",
