@@ -122,6 +122,14 @@ def build_parser() -> argparse.ArgumentParser:
         "size, multiple of 16 (default 1024; 0 = never tile); less memory",
     )
     p.add_argument(
+        "--overlap",
+        type=_tile,
+        default=64,
+        metavar="O",
+        help="overlap of neighbouring tiles in pixels, multiple of 16 (default 64; raise it if "
+        "you ever see tile seams); --tile must be at least twice this",
+    )
+    p.add_argument(
         "--batch-size",
         type=_positive,
         default=1,
@@ -302,6 +310,7 @@ def restore_file(path: str, stem: str, model, args: argparse.Namespace) -> None:
         jax.random.key(args.seed),
         project=args.project,
         tile=tile,
+        overlap=args.overlap,
         batch_size=args.batch_size,
         return_mean=args.mean,
         return_std=args.uncertainty,
@@ -362,6 +371,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     if args.uncertainty and args.num_samples < 2:
         build_parser().error("--uncertainty needs at least 2 samples (-n 2 or more)")
+    if args.tile and args.tile < 2 * args.overlap:
+        build_parser().error(f"--tile must be at least 2 x --overlap ({2 * args.overlap})")
     configure_xla()  # before JAX starts its backend (the first computation below)
     from tqdm import tqdm
 

@@ -276,7 +276,15 @@ def test_same_output_name_is_refused(tmp_path, checkpoint, capsys):
 
 
 @pytest.mark.parametrize(
-    "argv", [["-n", "1", "--uncertainty"], ["--tile", "20"], ["-n", "0"], ["--format", "jpg"]]
+    "argv",
+    [
+        ["-n", "1", "--uncertainty"],
+        ["--tile", "20"],
+        ["--tile", "64"],
+        ["--overlap", "8"],
+        ["-n", "0"],
+        ["--format", "jpg"],
+    ],
 )
 def test_argument_errors_exit_2(tmp_path, argv):
     with pytest.raises(SystemExit) as e:
