@@ -57,13 +57,17 @@ _PASS1_BITS = 2
 _DEQUANT_LIMIT = 16383
 
 
-def _islow_1d(c: list[jax.Array]) -> list[jax.Array]:
-    """One 8-point pass of libjpeg's accurate integer IDCT (Loeffler-Ligtenberg-Moschytz)."""
+def _islow_1d(c: list) -> list:
+    """One 8-point pass of libjpeg's accurate integer IDCT (Loeffler-Ligtenberg-Moschytz).
+
+    Written with plain operators so that it runs on NumPy integers: it is applied to unit vectors
+    once, at import, to get the pass's integer matrix (:data:`_IDCT_MATRIX`).
+    """
     z1 = (c[2] + c[6]) * 4433
     tmp2 = z1 - c[6] * 15137
     tmp3 = z1 + c[2] * 6270
-    tmp0 = jnp.left_shift(c[0] + c[4], _CONST_BITS)
-    tmp1 = jnp.left_shift(c[0] - c[4], _CONST_BITS)
+    tmp0 = (c[0] + c[4]) * (1 << _CONST_BITS)
+    tmp1 = (c[0] - c[4]) * (1 << _CONST_BITS)
     even = (tmp0 + tmp3, tmp1 + tmp2, tmp1 - tmp2, tmp0 - tmp3)
     o3, o2, o1, o0 = c[1], c[3], c[5], c[7]
     z1, z2, z3, z4 = o0 + o3, o1 + o2, o0 + o2, o1 + o3
@@ -74,8 +78,51 @@ def _islow_1d(c: list[jax.Array]) -> list[jax.Array]:
     return [even[i] + odd[i] for i in range(4)] + [even[3 - i] - odd[3 - i] for i in range(4)]
 
 
+def _islow_fdct_1d(d: list) -> list:
+    """One 8-point pass of libjpeg's ``jfdctint.c`` before its descaling, outputs 0..7."""
+    tmp0, tmp7 = d[0] + d[7], d[0] - d[7]
+    tmp1, tmp6 = d[1] + d[6], d[1] - d[6]
+    tmp2, tmp5 = d[2] + d[5], d[2] - d[5]
+    tmp3, tmp4 = d[3] + d[4], d[3] - d[4]
+    tmp10, tmp13, tmp11, tmp12 = tmp0 + tmp3, tmp0 - tmp3, tmp1 + tmp2, tmp1 - tmp2
+    z1 = (tmp12 + tmp13) * 4433
+    out = {0: tmp10 + tmp11, 4: tmp10 - tmp11, 2: z1 + tmp13 * 6270, 6: z1 - tmp12 * 15137}
+    z1, z2, z3, z4 = tmp4 + tmp7, tmp5 + tmp6, tmp4 + tmp6, tmp5 + tmp7
+    z5 = (z3 + z4) * 9633
+    z1, z2 = z1 * -7373, z2 * -20995
+    z3, z4 = z3 * -16069 + z5, z4 * -3196 + z5
+    out |= {
+        7: tmp4 * 2446 + z1 + z3,
+        5: tmp5 * 16819 + z2 + z4,
+        3: tmp6 * 25172 + z2 + z3,
+        1: tmp7 * 12299 + z1 + z4,
+    }
+    return [out[k] for k in range(8)]
+
+
+def _pass_matrix(one_d) -> np.ndarray:
+    """The int32 matrix ``M`` of a linear 8-point pass: ``out[i] = sum_k M[i, k] in[k]``."""
+    matrix = np.stack(one_d(list(np.eye(8, dtype=np.int64))))
+    assert np.abs(matrix).max() < 2**31
+    return matrix.astype(np.int32)
+
+
+# Each 1-D integer pass is linear, so it is one exact int32 matrix product: int32 arithmetic
+# wraps modulo 2**32 whatever the order of operations, so the sums equal libjpeg's bit for bit.
+_IDCT_MATRIX = _pass_matrix(_islow_1d)
+_FDCT_MATRIX = _pass_matrix(_islow_fdct_1d)
+# jfdctint.c scales its DC and row-4 outputs by shifts only (no multiplications).
+_FDCT_EVEN = np.isin(np.arange(8), (0, 4))
+
+
 def _descale(x: jax.Array, bits: int) -> jax.Array:
     return jnp.right_shift(x + (1 << (bits - 1)), bits)
+
+
+def _along(matrix: np.ndarray, x: jax.Array, axis: int) -> jax.Array:
+    """Exact int32 product of an 8-point pass with axis -2 (columns) or -1 (rows) of blocks."""
+    spec = "ik,...kj->...ij" if axis == -2 else "jk,...ik->...ij"
+    return jnp.einsum(spec, jnp.asarray(matrix), x, preferred_element_type=jnp.int32)
 
 
 def islow_idct_8x8(dequantized: jax.Array) -> jax.Array:
@@ -89,41 +136,9 @@ def islow_idct_8x8(dequantized: jax.Array) -> jax.Array:
       int32 ``(..., 8, 8)`` samples, level-shifted (+128) and clamped to [0, 255].
     """
     x = jnp.clip(jnp.round(dequantized), -_DEQUANT_LIMIT, _DEQUANT_LIMIT).astype(jnp.int32)
-    columns = _islow_1d([x[..., k, :] for k in range(8)])  # spatial rows, over columns
-    work = jnp.stack([_descale(v, _CONST_BITS - _PASS1_BITS) for v in columns], axis=-2)
-    rows = _islow_1d([work[..., :, k] for k in range(8)])
-    out = jnp.stack([_descale(v, _CONST_BITS + _PASS1_BITS + 3) for v in rows], axis=-1)
+    work = _descale(_along(_IDCT_MATRIX, x, -2), _CONST_BITS - _PASS1_BITS)
+    out = _descale(_along(_IDCT_MATRIX, work, -1), _CONST_BITS + _PASS1_BITS + 3)
     return jnp.clip(out + 128, 0, 255)
-
-
-def _islow_fdct_1d(d: list[jax.Array]) -> tuple[list[jax.Array], list[jax.Array]]:
-    """One 8-point pass of libjpeg's ``jfdctint.c``: (even outputs 0/4, odd/rotated terms)."""
-    tmp0, tmp7 = d[0] + d[7], d[0] - d[7]
-    tmp1, tmp6 = d[1] + d[6], d[1] - d[6]
-    tmp2, tmp5 = d[2] + d[5], d[2] - d[5]
-    tmp3, tmp4 = d[3] + d[4], d[3] - d[4]
-    tmp10, tmp13, tmp11, tmp12 = tmp0 + tmp3, tmp0 - tmp3, tmp1 + tmp2, tmp1 - tmp2
-    z1 = (tmp12 + tmp13) * 4433
-    rotated = {2: z1 + tmp13 * 6270, 6: z1 - tmp12 * 15137}
-    z1, z2, z3, z4 = tmp4 + tmp7, tmp5 + tmp6, tmp4 + tmp6, tmp5 + tmp7
-    z5 = (z3 + z4) * 9633
-    z1, z2 = z1 * -7373, z2 * -20995
-    z3, z4 = z3 * -16069 + z5, z4 * -3196 + z5
-    rotated |= {
-        7: tmp4 * 2446 + z1 + z3,
-        5: tmp5 * 16819 + z2 + z4,
-        3: tmp6 * 25172 + z2 + z3,
-        1: tmp7 * 12299 + z1 + z4,
-    }
-    return [tmp10 + tmp11, tmp10 - tmp11], [rotated[k] for k in (1, 2, 3, 5, 6, 7)]
-
-
-def _islow_fdct_pass(d: list[jax.Array], even_shift: int, odd_shift: int) -> list[jax.Array]:
-    (e0, e4), (o1, o2, o3, o5, o6, o7) = _islow_fdct_1d(d)
-    even = [jnp.left_shift(v, -even_shift) if even_shift < 0 else _descale(v, even_shift)
-            for v in (e0, e4)]  # fmt: skip
-    o1, o2, o3, o5, o6, o7 = (_descale(v, odd_shift) for v in (o1, o2, o3, o5, o6, o7))
-    return [even[0], o1, o2, o3, even[1], o5, o6, o7]
 
 
 def islow_quantize_8x8(samples: jax.Array, qtable: jax.Array) -> jax.Array:
@@ -131,18 +146,22 @@ def islow_quantize_8x8(samples: jax.Array, qtable: jax.Array) -> jax.Array:
 
     Args:
       samples: integer-valued ``(..., 8, 8)`` samples in 0..255 (not level-shifted).
-      qtable: integer ``(..., 8, 8)`` quantization table, broadcastable against ``samples``.
+      qtable: integer ``(..., 8, 8)`` quantization table (entries >= 1), broadcastable against
+        ``samples``.
 
     Returns:
       int32 ``(..., 8, 8)`` quantized coefficients, as written to the file.
     """
     x = jnp.round(samples).astype(jnp.int32) - 128
-    rows = _islow_fdct_pass([x[..., :, k] for k in range(8)], -_PASS1_BITS,
-                            _CONST_BITS - _PASS1_BITS)  # fmt: skip
-    work = jnp.stack(rows, axis=-1)
-    cols = _islow_fdct_pass([work[..., k, :] for k in range(8)], _PASS1_BITS,
-                            _CONST_BITS + _PASS1_BITS)  # fmt: skip
-    scaled = jnp.stack(cols, axis=-2)  # the DCT scaled by 8
+    rows = _along(_FDCT_MATRIX, x, -1)  # pass 1 over each row; outputs scaled up by 2 bits
+    even = jnp.asarray(_FDCT_EVEN)
+    rows = jnp.where(even, jnp.left_shift(rows, _PASS1_BITS),
+                     _descale(rows, _CONST_BITS - _PASS1_BITS))  # fmt: skip
+    cols = _along(_FDCT_MATRIX, rows, -2)
+    scaled = jnp.where(even[:, None], _descale(cols, _PASS1_BITS),
+                       _descale(cols, _CONST_BITS + _PASS1_BITS))  # fmt: skip
+    # ``scaled`` is the DCT times 8; libjpeg divides magnitudes (non-negative: truncation).
     divisor = jnp.round(qtable).astype(jnp.int32) * 8
-    magnitude = (jnp.abs(scaled) + divisor // 2) // divisor
+    magnitude = jnp.abs(scaled) + divisor // 2
+    magnitude = jax.lax.div(magnitude, jnp.broadcast_to(divisor, magnitude.shape))
     return jnp.sign(scaled) * magnitude
