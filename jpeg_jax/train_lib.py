@@ -191,7 +191,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str):
     with _Preemption() as preemption:
         for step in range(start_step, config.num_train_steps):
             batch = train_step.global_batch(mesh, next(batches))
-            state, step_metrics = step_fn(state, batch, step_key)
+            moments = config.mode == "gan" and step % config.loss.fm_every == 0
+            state, step_metrics = step_fn(state, batch, step_key, moments=moments)
             window.append(step_metrics)
             done = step + 1
             bar.update(1)
