@@ -41,7 +41,7 @@ def make_train_step(config, models, optimizers) -> Callable:
     generator output. The true coefficients for C are ``jpeg.encode(x, qtables)``, which is
     bit-exact with the libjpeg file the input pipeline made from x.
 
-    ``moments`` (static) says whether this step computes FM/SM; the training loop passes
+    ``moments`` (static; pass it positionally to the compiled step) says whether this step computes FM/SM; the training loop passes
     ``step % fm_every == 0`` and so compiles two variants. ``None`` decides inside the step with
     ``lax.cond``, which is correct but slow on XLA:CPU (the conditional's branch ran 20x slower
     than the same code unconditioned, measured with jax 0.10.2).
@@ -177,7 +177,7 @@ def compile_step(step_fn, mesh: Mesh, state_example):
         step_fn,
         in_shardings=(state_sharding, batch_sharding, replicated),
         out_shardings=(state_sharding, replicated),
-        static_argnames=("moments",),
+        static_argnums=(3,),
         donate_argnums=0,
     )
 

@@ -29,7 +29,7 @@ def _run_step(config, devices, batch, seed=0):
         train_step.make_train_step(config, models, optimizers), mesh, state
     )
     state, metrics = step(
-        state, train_step.global_batch(mesh, batch), jax.random.key(1), moments=True
+        state, train_step.global_batch(mesh, batch), jax.random.key(1), True
     )
     return jax.device_get(state), jax.device_get(metrics)
 
@@ -89,7 +89,7 @@ _WORKER = textwrap.dedent(
     state = train_step.replicate(mesh, state)
     step_fn = train_step.make_train_step(config, models, optimizers)
     step = train_step.compile_step(step_fn, mesh, state)
-    state, metrics = step(state, train_step.global_batch(mesh, local), jax.random.key(1), moments=True)
+    state, metrics = step(state, train_step.global_batch(mesh, local), jax.random.key(1), True)
     local_params = jax.tree.map(lambda a: np.asarray(a.addressable_data(0)), state.g_params)
     params = jax.tree.leaves(local_params)
     if pid == 0:
