@@ -160,8 +160,19 @@ def islow_quantize_8x8(samples: jax.Array, qtable: jax.Array) -> jax.Array:
     cols = _along(_FDCT_MATRIX, rows, -2)
     scaled = jnp.where(even[:, None], _descale(cols, _PASS1_BITS),
                        _descale(cols, _CONST_BITS + _PASS1_BITS))  # fmt: skip
-    # ``scaled`` is the DCT times 8; libjpeg divides magnitudes (non-negative: truncation).
+    # ``scaled`` is the DCT times 8; libjpeg divides the magnitude, rounding to nearest.
     divisor = jnp.round(qtable).astype(jnp.int32) * 8
-    magnitude = jnp.abs(scaled) + divisor // 2
-    magnitude = jax.lax.div(magnitude, jnp.broadcast_to(divisor, magnitude.shape))
+    magnitude = _floor_divide(jnp.abs(scaled) + divisor // 2, divisor)
     return jnp.sign(scaled) * magnitude
+
+
+def _floor_divide(n: jax.Array, d: jax.Array) -> jax.Array:
+    """``n // d`` for int32 ``0 <= n < 2**24`` and ``d >= 1``, exactly.
+
+    Vectorized integer division is slow on CPUs, so the quotient comes from float32 division
+    (off by at most one for such ``n``, however the division rounds) and is then corrected with
+    exact integer arithmetic.
+    """
+    quotient = jnp.floor(n.astype(jnp.float32) / d.astype(jnp.float32)).astype(jnp.int32)
+    remainder = n - quotient * d
+    return quotient + (remainder >= d).astype(jnp.int32) - (remainder < 0).astype(jnp.int32)
