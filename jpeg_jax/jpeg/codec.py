@@ -13,12 +13,14 @@ libjpeg's to within its integer-DCT approximations while everything stays differ
 
 from __future__ import annotations
 
+import functools
 import math
 from typing import NamedTuple
 
 import chex
 import jax
 import jax.numpy as jnp
+from jax.custom_derivatives import SymbolicZero
 
 from jpeg_jax.jpeg import chroma, color, dct
 from jpeg_jax.jpeg.rounding import round_ste
@@ -163,14 +165,34 @@ def encode(
     """
     out = []
     for blocks, q in _component_blocks(images, qtables, subsampling, block_size, exact):
-        c = dct.dct_2d(blocks - 128.0) / q
         if exact and block_size == 8:
-            # libjpeg's integer DCT and quantizer forward, the float DCT's gradient backward.
-            exact_c = dct.islow_quantize_8x8(jax.lax.stop_gradient(blocks), q).astype(c.dtype)
-            out.append(c + jax.lax.stop_gradient(exact_c - c))
+            out.append(_islow_coefficients(blocks, q))
         else:
-            out.append(round_ste(c))
+            out.append(round_ste(dct.dct_2d(blocks - 128.0) / q))
     return Coefficients(*out)
+
+
+@jax.custom_jvp
+def _islow_coefficients(blocks: jax.Array, q: jax.Array) -> jax.Array:
+    """libjpeg's quantized coefficients forward, the derivative of the float ``DCT / q``.
+
+    A straight-through estimator whose float DCT is needed only for the derivative, so a custom
+    JVP spares it in the forward pass (``c + stop_gradient(exact - c)`` would compute it).
+    """
+    return dct.islow_quantize_8x8(blocks, q).astype(jnp.float32)
+
+
+@functools.partial(_islow_coefficients.defjvp, symbolic_zeros=True)
+def _islow_coefficients_jvp(primals, tangents):
+    blocks, q = primals
+    d_blocks, d_q = tangents
+    out = _islow_coefficients(blocks, q)
+    tangent = jnp.zeros_like(out)
+    if not isinstance(d_blocks, SymbolicZero):
+        tangent = tangent + dct.dct_2d(d_blocks) / q
+    if not isinstance(d_q, SymbolicZero):  # d(D / q) = -(D / q) dq / q
+        tangent = tangent - dct.dct_2d(blocks - 128.0) / q * (d_q / q)
+    return out, tangent
 
 
 def _decode_plane(coefficients, q, size, block_size, exact):
