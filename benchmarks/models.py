@@ -53,9 +53,19 @@ def _timeit(fn, iters: int) -> float:
     return float(np.median(times))
 
 
-def bench_jax(split: bool, iters: int) -> dict:
+VARIANTS = {  # name -> Generator options
+    "loop": {},
+    "split": {"split_convs": True},
+    "scan": {"scan": True},
+    "scan_remat": {"scan": True, "remat": True},
+    "remat": {"remat": True},
+}
+CASES = ("fwd_b1", "fwd_b8", "fwdbwd_b4")
+
+
+def bench_jax(options: dict, iters: int, cases: tuple[str, ...] = CASES) -> dict:
     """Forward b1/b8 and forward+backward b4 of the paper-size generator (noise on)."""
-    gen = Generator(split_convs=split)
+    gen = Generator(**options)
     rngs = {"params": jax.random.key(0), "noise": jax.random.key(1)}
     y1 = jnp.full((1, SIZE, SIZE, 3), 0.5)
     params = jax.jit(gen.init)(rngs, y1, None)["params"]
@@ -67,13 +77,15 @@ def bench_jax(split: bool, iters: int) -> dict:
     grad = jax.jit(jax.grad(loss))
     key = jax.random.key(2)
     out = {}
-    for name, fn, batch in (("fwd_b1", fwd, 1), ("fwd_b8", fwd, 8), ("fwdbwd_b4", grad, 4)):
+    for name in cases:
+        fn, batch = (grad if name.startswith("fwdbwd") else fwd), int(name.split("_b")[1])
         y = jax.random.uniform(jax.random.key(batch), (batch, SIZE, SIZE, 3))
         t0 = time.perf_counter()
         compiled = fn.lower(params, y, key).compile()
         compile_s = time.perf_counter() - t0
         sec = _timeit(lambda c=compiled, y=y: jax.block_until_ready(c(params, y, key)), iters)
         out[name] = {"s_per_img": sec / batch, "compile_s": compile_s}
+        print(f"  jax {options} {name}: {out[name]}", flush=True)
     return out
 
 
@@ -127,7 +139,7 @@ def _torch_noisy_rrdbnet(torch, nf: int = 64, nb: int = 23, gc: int = 32):
     return Net()
 
 
-def bench_torch(iters: int) -> dict | None:
+def bench_torch(iters: int, cases: tuple[str, ...] = CASES) -> dict | None:
     try:
         import torch
     except ImportError:
@@ -135,7 +147,8 @@ def bench_torch(iters: int) -> dict | None:
     torch.set_num_threads(2)
     net = _torch_noisy_rrdbnet(torch)
     out = {}
-    for name, batch in (("fwd_b1", 1), ("fwd_b8", 8), ("fwdbwd_b4", 4)):
+    for name in cases:
+        batch = int(name.split("_b")[1])
         y = torch.rand(batch, 3, SIZE, SIZE)
         if name.startswith("fwdbwd"):
 
@@ -149,6 +162,7 @@ def bench_torch(iters: int) -> dict | None:
                     net(y)
 
         out[name] = {"s_per_img": _timeit(step, iters) / batch}
+        print(f"  torch {name}: {out[name]}", flush=True)
     return out
 
 
@@ -186,9 +200,9 @@ def gan_step(gen: Generator, critic: Critic, opt: optax.GradientTransformation):
     return step
 
 
-def memory_analysis(remat: bool, batch: int = 32) -> dict:
+def memory_analysis(options: dict, batch: int = 32) -> dict:
     """Compiles (never runs) the paper-size G+D step and returns XLA's memory analysis in GiB."""
-    gen, critic = Generator(remat=remat), Critic()
+    gen, critic = Generator(**options), Critic()
     opt = optax.adam(1e-4, b1=0.0, b2=0.99)
     img = jax.ShapeDtypeStruct((batch, SIZE, SIZE, 3), jnp.float32)
     rngs = {"params": jax.random.key(0), "noise": jax.random.key(1)}
@@ -210,26 +224,37 @@ def memory_analysis(remat: bool, batch: int = 32) -> dict:
 
 
 def main() -> None:
+    global SIZE
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--iters", type=int, default=2)
-    parser.add_argument("--variants", default="concat", help="comma list of concat,split")
+    parser.add_argument("--size", type=int, default=SIZE, help="image side (paper: 128)")
+    parser.add_argument("--variants", default="scan,scan_remat", help=", ".join(VARIANTS))
+    parser.add_argument("--cases", default=",".join(CASES))
+    parser.add_argument("--memory-variants", default="scan,scan_remat")
     parser.add_argument("--skip-torch", action="store_true")
     parser.add_argument("--memory", action="store_true")
     parser.add_argument("--out", default="benchmarks/results/models.json")
     args = parser.parse_args()
-    gflop = generator_gflop()
-    results = {"gflop_fwd_128": gflop, "machine": platform.processor() or platform.machine()}
+    SIZE = args.size
+    gflop = generator_gflop(SIZE, SIZE)
+    results = {
+        "size": SIZE,
+        "gflop_fwd": gflop,
+        "machine": platform.processor() or platform.machine(),
+    }
     results["xla_flags"] = os.environ.get("XLA_FLAGS", "")
     rows = []
-    if not args.skip_torch:
-        t = bench_torch(args.iters)
+    cases = tuple(args.cases.split(",")) if args.cases else ()
+    if not args.skip_torch and cases:
+        t = bench_torch(args.iters, cases)
         if t is not None:
             results["torch"] = t
             rows.append(("torch", t))
-    for variant in args.variants.split(","):
-        r = bench_jax(split=variant == "split", iters=args.iters)
+    for variant in filter(None, args.variants.split(",")):
+        r = bench_jax(VARIANTS[variant], args.iters, cases)
         results[f"jax_{variant}"] = r
         rows.append((f"jax_{variant}", r))
+        _save(results, args.out)
     print(f"{'impl':<14}{'case':<11}{'s/img':>8}{'GFLOP/s':>9}{'vs torch':>9}{'compile s':>10}")
     for impl, r in rows:
         for case, v in r.items():
@@ -240,12 +265,19 @@ def main() -> None:
             speed = f"{v['s_per_img']:8.3f}{flops / v['s_per_img']:9.1f}"
             print(f"{impl:<14}{case:<11}{speed}{ratio}{comp}")
     if args.memory:
-        for remat in (False, True):
-            m = memory_analysis(remat)
-            results[f"memory_b32_remat_{remat}"] = m
-            print(f"G+D step b32 remat={remat}: " + ", ".join(f"{k}={v:.2f}" for k, v in m.items()))
-    os.makedirs(os.path.dirname(args.out), exist_ok=True)
-    with open(args.out, "w") as f:
+        for variant in args.memory_variants.split(","):
+            m = memory_analysis(VARIANTS[variant])
+            results[f"memory_gd_step_b32_{variant}"] = m
+            print(
+                f"G+D step b32 {variant} (GiB, s): "
+                + ", ".join(f"{k}={v:.2f}" for k, v in m.items())
+            )
+    _save(results, args.out)
+
+
+def _save(results: dict, path: str) -> None:
+    os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
+    with open(path, "w") as f:
         json.dump(results, f, indent=2)
 
 
