@@ -6,15 +6,20 @@ ResNet34 (64-512), Adam (0, 0.99). FM draws ``fm_num_samples`` samples for min(8
 (paper: 16; default here 1, see ``--fm_num_samples``: 16 x 4 paper-size images forward+backward
 do not fit this machine's time or memory).
 
-Usage (from the repository root; ~8 minutes on 2 shared cores):
+Usage (from the repository root). Each paper-size step is tens of CPU-seconds: on 2 idle cores
+the default run takes ~8 minutes, on the shared machine at load ~10 it took ~35 minutes with
+``--iters 1 --jax_warmup 0``:
 
     python benchmarks/train_step.py                       # FM off and on, torch 2 threads
-    python benchmarks/train_step.py --torch_threads 2,1 --fm_num_samples 1 --skip_torch
+    python benchmarks/train_step.py --torch_threads 2,1 --iters 1 --jax_warmup 0
+    python benchmarks/train_step.py --smoke --out /tmp/smoke.json   # tiny models: checks only
 
-JAX and torch steps are interleaved (same load). Peak memory: JAX = XLA's compiled memory
-analysis of the step (argument + output + temp; the donated state aliases); torch = growth of
-the process's max RSS over building its models and running its warm-up steps (before JAX
-allocates anything). Prints a markdown table, writes ``benchmarks/results/train_step.json``.
+JAX and torch steps are interleaved (same load); wall and process CPU seconds are both reported
+(CPU time is less sensitive to other processes, but counts torch's OpenMP spin-waits).
+Peak memory: JAX = XLA's compiled memory analysis of the step (argument + output + temp; the
+donated state aliases); torch = growth of the process's max RSS over building its models and
+running its warm-up steps (before JAX allocates anything).
+Prints a markdown table, writes ``benchmarks/results/train_step.json``.
 """
 
 from __future__ import annotations
@@ -217,6 +222,13 @@ class TorchStep:
         self.generator_update(moments)
 
 
+def timed(fn) -> tuple[float, float]:
+    """(wall seconds, process CPU seconds) of ``fn()``."""
+    w0, c0 = time.perf_counter(), time.process_time()
+    fn()
+    return time.perf_counter() - w0, time.process_time() - c0
+
+
 def max_rss_gib() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024 / GIB  # Linux: KiB
 
@@ -227,7 +239,8 @@ def max_rss_gib() -> float:
 def parse_args():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--iters", type=int, default=2, help="timed steps per case")
-    parser.add_argument("--warmup", type=int, default=1, help="untimed steps per case")
+    parser.add_argument("--warmup", type=int, default=1, help="untimed torch steps per case")
+    parser.add_argument("--jax_warmup", type=int, default=1, help="untimed JAX steps per case")
     parser.add_argument("--fm_num_samples", type=int, default=1, help="paper: 16")
     parser.add_argument("--cases", default="fm_off,fm_on")
     parser.add_argument("--torch_threads", default="2", help="comma list, e.g. 2,1")
@@ -300,27 +313,27 @@ def main() -> None:
     )  # fmt: skip
     compiled, state, results["jax_compile"] = build_jax(config, batch, cases)
     key = jax.random.key(1)
+    holder = {"state": state}
+
+    def jax_step(name):
+        holder["state"], holder["metrics"] = compiled[name](holder["state"], batch, key)
+        jax.block_until_ready(holder["metrics"])
+
     for name in cases:  # warm-up
-        for _ in range(args.warmup):
-            state, metrics = compiled[name](state, batch, key)
-        jax.block_until_ready(metrics)
+        for _ in range(args.jax_warmup):
+            jax_step(name)
     times = {}
     for _ in range(args.iters):  # interleaved: JAX then torch, case by case
         for name, moments in cases.items():
-            t0 = time.perf_counter()
-            state, metrics = compiled[name](state, batch, key)
-            jax.block_until_ready(metrics)
-            times.setdefault(("jax", name), []).append(time.perf_counter() - t0)
+            times.setdefault(("jax", name), []).append(timed(lambda n=name: jax_step(n)))
             if torch_ref is not None:
                 torch, ref = torch_ref
                 for threads in results["torch"]["threads"]:
                     torch.set_num_threads(threads)
-                    t0 = time.perf_counter()
-                    ref(moments)
-                    times.setdefault((f"torch_{threads}t", name), []).append(
-                        time.perf_counter() - t0
-                    )
-            print({f"{k[0]} {k[1]}": round(v[-1], 2) for k, v in times.items()}, flush=True)
+                    wall_cpu = timed(lambda m=moments, r=ref: r(m))
+                    times.setdefault((f"torch_{threads}t", name), []).append(wall_cpu)
+            print({f"{k[0]} {k[1]}": v[-1] for k, v in times.items()}, flush=True)
+    metrics = holder["metrics"]
     results["metrics_last_step"] = {k: float(v) for k, v in metrics.items()}
     results["load_avg_end"] = os.getloadavg()
     report(results, times, cases)
@@ -333,15 +346,21 @@ def report(results: dict, times: dict, cases: dict) -> None:
     """Median seconds per step, images/s, ratios vs JAX; markdown table into ``results``."""
     rows = {}
     for (impl, case), ts in times.items():
-        sec = float(np.median(ts))
-        rows[f"{impl}/{case}"] = {"s_per_step": sec, "images_per_s": BATCH / sec, "times": ts}
+        sec, cpu = (float(np.median([t[i] for t in ts])) for i in (0, 1))
+        rows[f"{impl}/{case}"] = {
+            "s_per_step": sec,
+            "images_per_s": BATCH / sec,
+            "cpu_s_per_step": cpu,
+            "wall_cpu_s": ts,
+        }
     for key, row in rows.items():
         impl, case = key.split("/")
         row["ratio_to_jax"] = row["s_per_step"] / rows[f"jax/{case}"]["s_per_step"]
+        row["cpu_ratio_to_jax"] = row["cpu_s_per_step"] / rows[f"jax/{case}"]["cpu_s_per_step"]
     results["timings"] = rows
     lines = [
-        "| impl | case | s/step | images/s | / JAX | compile s | peak GiB |",
-        "|---|---|---:|---:|---:|---:|---:|",
+        "| impl | case | s/step | images/s | / JAX | CPU s/step | / JAX | compile s | peak GiB |",
+        "|---|---|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for key, row in rows.items():
         impl, case = key.split("/")
@@ -352,7 +371,8 @@ def report(results: dict, times: dict, cases: dict) -> None:
             comp, mem = "-", f"{results['torch']['max_rss_delta_gib'][case]:.2f} (RSS)"
         lines.append(
             f"| {impl} | {case} | {row['s_per_step']:.2f} | {row['images_per_s']:.3f} "
-            f"| {row['ratio_to_jax']:.2f} | {comp} | {mem} |"
+            f"| {row['ratio_to_jax']:.2f} | {row['cpu_s_per_step']:.1f} "
+            f"| {row['cpu_ratio_to_jax']:.2f} | {comp} | {mem} |"
         )
     results["table"] = "\n".join(lines)
     print(results["table"])
