@@ -55,9 +55,8 @@ class Restoration:
     """Posterior samples of one JPEG file.
 
     Attributes:
-      samples: float32 ``(N, H, W, 3)`` RGB, stored (un-rotated) orientation. In [0, 1]; with
-        projection values may leave [0, 1] by a fraction of a grey level (clip and round to
-        save them as 8-bit images).
+      samples: float32 ``(N, H, W, 3)`` RGB, stored (un-rotated) orientation. In [0, 1]; projected
+        samples may leave [0, 1] slightly (clip and round them to save 8-bit images).
       mean: float32 ``(H, W, 3)`` per-pixel mean of the samples (the "-A" estimate), if asked.
       std: float32 ``(H, W, 3)`` per-pixel population std (``ddof=0``) of the samples, in [0, 1]
         units (x 255 for grey levels), if asked.
@@ -210,7 +209,8 @@ def _assemble(model, variables, y, qtables, num_samples, rng, tile, overlap, bat
                 window * np.asarray(out)[: len(batch)]
             )
         weight_sum[top : top + th, left : left + tw] += window
-    return acc / weight_sum
+    acc /= weight_sum
+    return acc
 
 
 _project = jax.jit(jpeg.project, static_argnames=("subsampling", "max_iterations"))
