@@ -18,7 +18,16 @@ import numpy as np
 import tqdm
 from absl import logging
 
-from jpeg_jax import checkpoint, export, input_pipeline, jpeg, metrics, train_state, train_step
+from jpeg_jax import (
+    checkpoint,
+    demo,
+    export,
+    input_pipeline,
+    jpeg,
+    metrics,
+    train_state,
+    train_step,
+)
 
 
 class TrainingError(RuntimeError):
@@ -72,8 +81,8 @@ def evaluate_held_out(config, generator, params, batch, key, num_samples: int = 
     """Samples of the held-out batch and their metrics (PSNR, consistency, sample std)."""
     y, qt, x = jnp.asarray(batch["y"]), jnp.asarray(batch["qtables"]), batch["x"]
     keys = jax.random.split(key, num_samples)
-    sample = jax.jit(lambda k: generator.apply({"params": params}, y, qt, rngs={"noise": k}))
-    samples = np.clip(np.stack([np.asarray(sample(k)) for k in keys]), 0.0, 1.0)
+    apply = demo.jitted_apply(generator)
+    samples = np.clip(np.stack([np.asarray(apply(params, y, qt, k)) for k in keys]), 0.0, 1.0)
     mean = samples.mean(axis=0)
     coefficients = jpeg.encode(jnp.asarray(x), qt, subsampling=config.data.subsampling)
     cons = jpeg.consistency(
@@ -236,8 +245,6 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str):
         path = export_generator(config, state, os.path.join(workdir, "export"))
         logging.info("exported the EMA generator to %s", path)
         if config.demo_figure:
-            from jpeg_jax import demo
-
             report = demo.demo_report(
                 models[0], jax.device_get(state.ema_params), workdir, quality=config.data.quality
             )

@@ -28,6 +28,7 @@ def realisations_figure(
     path: str,
     *,
     mean: np.ndarray | None = None,
+    mean_count: int | None = None,
     titles: dict[str, str] | None = None,
 ) -> str:
     """One row: JPEG input, samples, their mean, the original (images float (H, W, 3) in [0, 1]).
@@ -38,13 +39,14 @@ def realisations_figure(
       x: the original, if known.
       path: PNG to write.
       mean: the samples' mean (computed when omitted).
+      mean_count: how many samples ``mean`` averages (default: ``len(samples)``).
       titles: optional extra text per panel ("y", "sample0", ..., "mean", "x").
     """
     titles = titles or {}
     mean = samples.mean(axis=0) if mean is None else mean
     panels = [("y", "JPEG input", y)]
     panels += [(f"sample{i}", f"sample {i + 1}", s) for i, s in enumerate(samples)]
-    panels += [("mean", f"mean of {len(samples)}", mean)]
+    panels += [("mean", f"mean of {mean_count or len(samples)}", mean)]
     if x is not None:
         panels += [("x", "original", x)]
     fig, axes = plt.subplots(1, len(panels), figsize=(3 * len(panels), 3.4))
