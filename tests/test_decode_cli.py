@@ -21,17 +21,21 @@ SIZE = (40, 56)  # stored height, width of most test photos (one compilation)
 
 
 def _params(seed=0):
-    model = Generator(**GENERATOR)
-    params = model.init(
-        {"params": jax.random.key(seed), "noise": jax.random.key(seed)},
-        jnp.zeros((1, 16, 16, 3)),
-        jnp.ones((1, 2, 8, 8), jnp.int32),
+    """Random N(0, 0.1^2) weights (noise scales around 1), drawn with NumPy (no compilation)."""
+    shapes = jax.eval_shape(
+        lambda: Generator(**GENERATOR).init(
+            {"params": jax.random.key(0), "noise": jax.random.key(0)},
+            jnp.zeros((1, 16, 16, 3)),
+            jnp.ones((1, 2, 8, 8), jnp.int32),
+        )
     )["params"]
-    leaves, treedef = jax.tree.flatten(params)
-    keys = jax.random.split(jax.random.key(seed + 1), len(leaves))
-    return jax.tree.unflatten(
-        treedef, [x + 0.1 * jax.random.normal(k, x.shape) for x, k in zip(leaves, keys)]
-    )
+    rng = np.random.default_rng(seed)
+    leaves, treedef = jax.tree.flatten_with_path(shapes)
+    values = [
+        float("noise_scale" in jax.tree_util.keystr(path)) + 0.1 * rng.standard_normal(s.shape)
+        for path, s in leaves
+    ]
+    return jax.tree.unflatten(treedef, [np.asarray(v, np.float32) for v in values])
 
 
 @pytest.fixture(scope="module")

@@ -14,16 +14,23 @@ MODEL = Generator(num_feat=8, num_block=1, num_grow_ch=4, noise=True, film=True)
 
 
 def _params(model, scale=0.1, seed=0):
-    """Random weights, perturbed so that FiLM is not the identity and samples vary visibly."""
-    params = model.init(
-        {"params": jax.random.key(seed), "noise": jax.random.key(seed + 1)},
-        jnp.zeros((1, 16, 16, 3)),
-        jnp.ones((1, 2, 8, 8), jnp.int32),
+    """Random N(0, scale^2) weights (noise scales around 1): FiLM is not the identity and
+    samples vary visibly. Drawn with NumPy on ``eval_shape``'s tree: compiling ``init`` would
+    cost most of this file's time."""
+    shapes = jax.eval_shape(
+        lambda: model.init(
+            {"params": jax.random.key(0), "noise": jax.random.key(0)},
+            jnp.zeros((1, 16, 16, 3)),
+            jnp.ones((1, 2, 8, 8), jnp.int32),
+        )
     )["params"]
-    leaves, treedef = jax.tree.flatten(params)
-    keys = jax.random.split(jax.random.key(seed + 2), len(leaves))
-    noisy = [x + scale * jax.random.normal(k, x.shape) for x, k in zip(leaves, keys)]
-    return jax.tree.unflatten(treedef, noisy)
+    rng = np.random.default_rng(seed)
+    leaves, treedef = jax.tree.flatten_with_path(shapes)
+    values = [
+        float("noise_scale" in jax.tree_util.keystr(path)) + scale * rng.standard_normal(s.shape)
+        for path, s in leaves
+    ]
+    return jax.tree.unflatten(treedef, [np.asarray(v, np.float32) for v in values])
 
 
 @pytest.fixture(scope="module")
