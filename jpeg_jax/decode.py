@@ -378,8 +378,11 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     try:
         model = load_model(args.checkpoint)
-    except InputError as e:
-        print(f"{PROG}: error: checkpoint {e}", file=sys.stderr)
+    except Exception as e:  # a checkpoint nothing can be done with: stop before any file
+        if args.debug:
+            traceback.print_exception(e, file=sys.stderr)
+        problem = e if isinstance(e, InputError) else f"{args.checkpoint}: unusable ({e!r})"
+        print(" ".join(f"{PROG}: error: checkpoint {problem}".split()), file=sys.stderr)
         return 2
     files, problems = collect_inputs(args.inputs)
     for path, problem in problems:

@@ -246,6 +246,12 @@ def test_failed_write_leaves_no_partial_file(tmp_path, checkpoint, capsys, monke
     assert code == 1 and "OSError" in err and "save_half" in err  # the traceback
 
 
+def _corrupt_export(path):
+    export.save(path, GENERATOR, _params())
+    (path / "params.msgpack").write_bytes(b"\x00 not msgpack")
+    return path
+
+
 def test_checkpoint_problems_exit_2(tmp_path, capsys):
     src = tmp_path / "x.jpg"
     src.write_bytes(_jpeg())
@@ -257,6 +263,7 @@ def test_checkpoint_problems_exit_2(tmp_path, capsys):
         (not_export, "not a jpeg_jax export"),
         (src, "no such export"),
         (mismatched, "do not match"),
+        (_corrupt_export(tmp_path / "corrupt"), "unreadable export"),
     ]:
         code, err = _run(capsys, src, "-o", tmp_path / "out", "--checkpoint", ckpt)
         assert code == 2 and words in err and len(err.strip().splitlines()) == 1, err
