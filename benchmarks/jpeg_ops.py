@@ -7,14 +7,13 @@ Usage (from the repository root; about two minutes on 2 cores):
 
 Rows, all timed in one process on the same inputs (crops of scikit-image's bundled photos):
 ``ours exact`` / ``ours float`` (jitted ``jpeg_jax.jpeg.compress``, ``exact=True`` / ``False``),
-``pillow`` (libjpeg encode + decode, one image at a time, single-threaded), ``diffjpeg``
-(BasicSR 1.4.2's ``DiffJPEG(differentiable=True)`` on torch with 2 threads, and with 1 thread
-because on a shared machine torch's OpenMP barriers slow 2 threads down up to 10x unless
-``OMP_WAIT_POLICY=PASSIVE``; ratios use its faster setting; skipped with a note when torch or
-basicsr is absent). Forward and forward+backward (gradient of ``sum(out ** 2)``
-with respect to the input) in megapixels per second: median (and best) of calls interleaved
-across the methods after warm-up, so that all of them see the same background load; also per
-process-CPU-second.
+``pillow`` (libjpeg encode + decode, one image at a time, single-threaded), BasicSR 1.4.2's
+``DiffJPEG(differentiable=True)`` on torch with 2 threads and with 1 (torch's OpenMP barriers
+slow 2 threads down up to 10x on a shared machine unless ``OMP_WAIT_POLICY=PASSIVE``; ratios
+use its faster setting; skipped with a note without torch or basicsr). Forward and
+forward+backward (gradient of ``sum(out ** 2)`` wrt the input) in megapixels per second: median
+(best) of calls interleaved across methods after warm-up, so all see the same background load;
+also per process-CPU-second.
 
 Fidelity is measured against Pillow's decode of Pillow's encode at the same quality and
 subsampling, in 8-bit units, on outputs rounded to 8 bits (``*_float`` fields: unrounded).
@@ -126,11 +125,6 @@ def pillow_roundtrip(u8: np.ndarray, quality: int) -> np.ndarray:
     return np.stack(out)
 
 
-def setup_pillow(u8: np.ndarray, quality: int) -> tuple[dict, dict, np.ndarray]:
-    cases = {"forward": lambda: pillow_roundtrip(u8, quality)}
-    return cases, {}, pillow_roundtrip(u8, quality)
-
-
 def _compile(fn: Callable, *args) -> tuple[Callable[[], object], float]:
     """A blocking zero-argument call of jitted ``fn(*args)``, and its first-call seconds."""
     start = time.perf_counter()
@@ -228,6 +222,7 @@ def breakdown_cases(images: np.ndarray, quality: int) -> dict[str, Callable[[], 
     half = planes[..., ::2, ::2]
     sq = lambda f: lambda *a: jnp.sum(f(*a) ** 2)  # noqa: E731
     grad = lambda f: jax.grad(sq(f))  # noqa: E731
+    up = lambda p: chroma.upsample(p, 2, 2, exact=True)  # noqa: E731
     pieces = {
         "encode exact fwd": (lambda x: jpeg.encode(x, q), x),
         "encode exact fwd+bwd": (grad(lambda x: jpeg.encode(x, q).y), x),
@@ -241,11 +236,8 @@ def breakdown_cases(images: np.ndarray, quality: int) -> dict[str, Callable[[], 
         "float idct_2d (luma)": (dct.idct_2d, coeff_blocks),
         "blockify+unblockify (luma)": (lambda p: dct.unblockify(dct.blockify(p) + 1.0), planes),
         "chroma downsample exact x2": (lambda p: chroma.downsample(p, 2, 2, exact=True), planes),
-        "chroma upsample exact x2": (lambda p: chroma.upsample(p, 2, 2, exact=True), half),
-        "chroma upsample exact fwd+bwd": (
-            grad(lambda p: chroma.upsample(p, 2, 2, exact=True)),
-            half,
-        ),
+        "chroma upsample exact x2": (up, half),
+        "chroma upsample exact fwd+bwd": (grad(up), half),
     }
     return {name: _compile(jax.jit(fn), arg)[0] for name, (fn, arg) in pieces.items()}
 
@@ -292,8 +284,9 @@ def run_methods(u8: np.ndarray, args: argparse.Namespace) -> tuple[dict, dict, l
     setups = {
         "ours exact": setup_ours(images, args.quality, exact=True),
         "ours float": setup_ours(images, args.quality, exact=False),
-        "pillow (libjpeg)": setup_pillow(u8, args.quality),
     }
+    pillow = lambda: pillow_roundtrip(u8, args.quality)  # noqa: E731
+    setups["pillow (libjpeg)"] = ({"forward": pillow}, {}, pillow())
     notes = []
     # 2 threads as asked; 1 thread too, because torch's OpenMP barriers collapse (up to 10x)
     # when other processes compete for the 2 cores, and the fairer baseline is its faster one.
@@ -314,13 +307,12 @@ def diffjpeg_ratios(rows: dict) -> dict[str, float]:
     """Ours / DiffJPEG throughput, against DiffJPEG's faster thread setting per statistic."""
     baselines = [row for name, row in rows.items() if name.startswith(DIFFJPEG)]
     ratios = {}
-    if not baselines:
-        return ratios
     for method in ("ours exact", "ours float"):
         for kind in ("forward", "forward_backward"):
             for stat in ("_mp_s", "_mp_s_best", "_mp_per_cpu_s"):
-                base = max(row[kind + stat] for row in baselines)
-                ratios[f"{method} / DiffJPEG {kind}{stat}"] = rows[method][kind + stat] / base
+                base = max((row[kind + stat] for row in baselines), default=None)
+                if base is not None:
+                    ratios[f"{method} / DiffJPEG {kind}{stat}"] = rows[method][kind + stat] / base
     return ratios
 
 
@@ -397,13 +389,10 @@ def report(args, rows, ratios, breakdown, notes, megapixels, load_before) -> Non
 
 
 def _cpu_model() -> str:
-    try:
-        for line in pathlib.Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor()
+    cpuinfo = pathlib.Path("/proc/cpuinfo")
+    lines = cpuinfo.read_text().splitlines() if cpuinfo.exists() else []
+    models = [line.split(":", 1)[1].strip() for line in lines if line.startswith("model name")]
+    return models[0] if models else platform.processor()
 
 
 if __name__ == "__main__":
