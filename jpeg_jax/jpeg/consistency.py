@@ -27,32 +27,43 @@ def _correction(c: jax.Array, q: jax.Array, margin: float) -> jax.Array:
     return target - c
 
 
-def _pixel_shift(shift, q, size, grid_size, block_size=8):
+def _pixel_shift(shift: jax.Array, q: jax.Array) -> jax.Array:
     """Pixel-domain correction of one component for coefficient shifts on its block grid."""
-    plane = dct.unblockify(dct.idct_2d(shift * q))
-    pad = [(0, 0)] * (plane.ndim - 2)
-    plane = jnp.pad(plane, pad + [(0, grid_size[0] - plane.shape[-2]), (0, 0)])
-    plane = jnp.pad(plane, pad + [(0, 0), (0, grid_size[1] - plane.shape[-1])])
-    return plane[..., : size[0], : size[1]]
+    return dct.unblockify(dct.idct_2d(shift * q))
+
+
+def _fold(plane: jax.Array, size: tuple[int, int]) -> jax.Array:
+    """Crop a correction to ``size``, folding the padded rows/columns onto the edge.
+
+    The encoder fills the padding by replicating the last row and column, so a change wanted on
+    the padding is a change of the edge pixel: the least-squares edge update is the mean over
+    the edge and its copies (``(P^T P)^-1 P^T`` for the replication ``P``).
+    """
+    h, w = size
+    plane = jnp.concatenate(
+        [plane[..., : h - 1, :], plane[..., h - 1 :, :].mean(axis=-2, keepdims=True)], axis=-2
+    )
+    return jnp.concatenate(
+        [plane[..., :, : w - 1], plane[..., :, w - 1 :].mean(axis=-1, keepdims=True)], axis=-1
+    )
 
 
 def _project_once(images, coefficients, qtables, subsampling, margin):
-    height, width = images.shape[-3:-1]
+    size = images.shape[-3:-1]
     c = codec.quantized_dct(images, qtables, subsampling=subsampling, exact=False)
     q_luma, q_chroma = codec._qtables(qtables, 8)
     y, cb, cr = color.rgb_to_ycbcr(images * 255.0)
+    y = y + _fold(_pixel_shift(_correction(c.y, coefficients.y, margin), q_luma), size)
     factors = codec.SUBSAMPLING[subsampling]
-    h, v = factors or (1, 1)
-    mcu = (-(-height // (8 * v)) * 8 * v, -(-width // (8 * h)) * 8 * h)
-    y = y + _pixel_shift(_correction(c.y, coefficients.y, margin), q_luma, (height, width), mcu)
     if factors is None:
         return jnp.repeat(y[..., None], 3, axis=-1) / 255.0
+    h, v = factors
     lifted = []
     for plane, ci, qi in ((cb, c.cb, coefficients.cb), (cr, c.cr, coefficients.cr)):
-        shift = _pixel_shift(_correction(ci, qi, margin), q_chroma, (mcu[0] // v, mcu[1] // h), mcu)
+        shift = _pixel_shift(_correction(ci, qi, margin), q_chroma)
         # Nearest replication is the right inverse of box averaging: the subsampled grid moves
         # exactly by `shift`, and the image keeps its own full-resolution chroma detail.
-        lifted.append(plane + chroma.replicate(shift, h, v)[..., :height, :width])
+        lifted.append(plane + _fold(chroma.replicate(shift, h, v), size))
     return color.ycbcr_to_rgb(y, *lifted) / 255.0
 
 
@@ -121,7 +132,8 @@ def in_bin_fraction(images, coefficients, qtables, *, subsampling="4:2:0") -> ja
         ok = jnp.abs(ci - jnp.asarray(qi, jnp.float32)) <= 0.5
         inside = inside + ok.sum(axis=(-4, -3, -2, -1))
         total += int(np.prod(ci.shape[-4:]))
-    return inside / total
+    # Exact 1.0 when all are inside (XLA may turn the division into a reciprocal multiply).
+    return jnp.where(inside == total, 1.0, inside / total)
 
 
 def _pillow_compress(image_u8: np.ndarray, qtables: np.ndarray, subsampling: str) -> np.ndarray:
