@@ -197,15 +197,32 @@ def _islow_coefficients_jvp(primals, tangents):
 
 def _decode_plane(coefficients, q, size, block_size, exact):
     dequantized = jnp.asarray(coefficients, jnp.float32) * q
-    samples = clamp(dct.idct_2d(dequantized) + 128.0, 0.0, 255.0)
     if exact and block_size == 8:
-        # libjpeg's integer IDCT forward, the float IDCT's gradient backward.
-        islow = dct.islow_idct_8x8(jax.lax.stop_gradient(dequantized)).astype(jnp.float32)
-        samples = samples + jax.lax.stop_gradient(islow - samples)
-    elif exact:
-        samples = round_ste(samples)
+        samples = _islow_samples(dequantized)
+    else:
+        samples = clamp(dct.idct_2d(dequantized) + 128.0, 0.0, 255.0)
+        samples = round_ste(samples) if exact else samples
     plane = dct.unblockify(samples)
     return plane[..., : size[0], : size[1]]
+
+
+@jax.custom_jvp
+def _islow_samples(dequantized: jax.Array) -> jax.Array:
+    """libjpeg's integer IDCT forward, the derivative of ``clamp(IDCT + 128, 0, 255)``.
+
+    The straight-through estimator of :func:`_islow_coefficients` for decoding: the float IDCT
+    is computed only when a derivative is (for it and its clamp's mask).
+    """
+    return dct.islow_idct_8x8(dequantized).astype(jnp.float32)
+
+
+@_islow_samples.defjvp
+def _islow_samples_jvp(primals, tangents):
+    (dequantized,), (d_dequantized,) = primals, tangents
+    float_samples = dct.idct_2d(dequantized) + 128.0
+    inside = ~((float_samples < 0.0) | (float_samples > 255.0))  # as clamp's gradient
+    tangent = jnp.where(inside, dct.idct_2d(d_dequantized), 0.0)
+    return _islow_samples(dequantized), tangent
 
 
 def decode(
