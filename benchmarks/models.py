@@ -230,7 +230,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--iters", type=int, default=2)
     parser.add_argument("--size", type=int, default=SIZE, help="image side (paper: 128)")
-    parser.add_argument("--variants", default="scan,scan_remat", help=", ".join(VARIANTS))
+    parser.add_argument("--variants", default="loop", help=", ".join(VARIANTS))
     parser.add_argument("--cases", default=",".join(CASES))
     parser.add_argument("--memory-variants", default="scan,scan_remat")
     parser.add_argument("--skip-torch", action="store_true")
