@@ -188,3 +188,29 @@ def test_appendix_table2_ycbcr_lossy_rgb_lossless():
     ycbcr = _table2_rmse(images, rgb_path=False)
     assert 0.1 < ycbcr < 1.0  # paper (libjpeg-9d, float DCT, FFHQ): 0.5465
     assert _table2_rmse(images, rgb_path=True) == 0.0
+
+
+def test_clamp_values_and_gradient():
+    from jpeg_jax.jpeg.codec import clamp
+
+    x = jnp.array([-3.0, 0.0, 0.5, 255.0, 300.0])
+    np.testing.assert_array_equal(clamp(x, 0.0, 255.0), jnp.clip(x, 0.0, 255.0))
+    grad = jax.grad(lambda v: clamp(v, 0.0, 255.0).sum())(x)
+    np.testing.assert_array_equal(grad, [0.0, 1.0, 1.0, 1.0, 0.0])
+
+
+@pytest.mark.parametrize("axis,before,after", [(-1, 0, 3), (-2, 2, 1), (0, 1, 0), (-1, 0, 0)])
+def test_pad_edge_equals_jnp_pad(axis, before, after):
+    x = jax.random.normal(jax.random.key(0), (3, 5, 7))
+    widths = [(0, 0)] * 3
+    widths[axis] = (before, after)
+    np.testing.assert_array_equal(
+        chroma.pad_edge(x, axis, before, after), jnp.pad(x, widths, mode="edge")
+    )
+
+
+def test_floor_divide_is_exact():
+    rng = np.random.default_rng(0)
+    n = np.concatenate([np.arange(1 << 14), rng.integers(0, 1 << 24, 1 << 14)]).astype(np.int32)
+    d = np.concatenate([rng.integers(1, 2041, n.size - 4), [1, 7, 2040, 255]]).astype(np.int32)
+    np.testing.assert_array_equal(dct._floor_divide(jnp.asarray(n), jnp.asarray(d)), n // d)
