@@ -43,7 +43,8 @@ def get_config() -> ml_collections.ConfigDict:
             "film": False,
             "film_dim": 128,
             "split_convs": False,
-            "remat": False,
+            "remat": False,  # rematerialise RRDBs in the backward pass (memory)
+            "scan": False,  # nn.scan over RRDBs (with remat: the paper batch in < 8 GiB)
             "dtype": "float32",
         }
     )
