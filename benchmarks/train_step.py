@@ -34,6 +34,7 @@ from jpeg_jax.platform import configure_xla  # noqa: E402
 configure_xla()
 
 import argparse  # noqa: E402
+import ctypes  # noqa: E402
 import datetime  # noqa: E402
 import json  # noqa: E402
 import resource  # noqa: E402
@@ -229,6 +230,14 @@ def timed(fn) -> tuple[float, float]:
     return time.perf_counter() - w0, time.process_time() - c0
 
 
+def release_heap() -> None:
+    """Give freed heap pages back to the OS (glibc keeps torch's freed activations resident)."""
+    try:
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+    except OSError:
+        pass
+
+
 def max_rss_gib() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024 / GIB  # Linux: KiB
 
@@ -275,6 +284,7 @@ def run_torch_warmup(args, config, batch, cases) -> tuple[object, dict]:
         for _ in range(args.warmup):
             ref(moments)
         info["max_rss_delta_gib"][name] = max_rss_gib() - rss0
+        release_heap()
         print(f"torch {name}: max RSS +{info['max_rss_delta_gib'][name]:.2f} GiB", flush=True)
     return (torch, ref), info
 
@@ -332,6 +342,7 @@ def main() -> None:
                     torch.set_num_threads(threads)
                     wall_cpu = timed(lambda m=moments, r=ref: r(m))
                     times.setdefault((f"torch_{threads}t", name), []).append(wall_cpu)
+                    release_heap()
             print({f"{k[0]} {k[1]}": v[-1] for k, v in times.items()}, flush=True)
     metrics = holder["metrics"]
     results["metrics_last_step"] = {k: float(v) for k, v in metrics.items()}
