@@ -200,7 +200,11 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str):
     with _Preemption() as preemption:
         for step in range(start_step, config.num_train_steps):
             batch = train_step.global_batch(mesh, next(batches))
-            moments = config.mode == "gan" and step % config.loss.fm_every == 0
+            moments = (
+                config.mode == "gan"
+                and (config.loss.fm_weight > 0 or config.loss.sm_weight > 0)
+                and step % config.loss.fm_every == 0
+            )
             state, step_metrics = step_fn(state, batch, step_key, moments)
             window.append(step_metrics)
             done = step + 1

@@ -41,10 +41,10 @@ def make_train_step(config, models, optimizers) -> Callable:
     generator output. The true coefficients for C are ``jpeg.encode(x, qtables)``, which is
     bit-exact with the libjpeg file the input pipeline made from x.
 
-    ``moments`` (static; pass it positionally to the compiled step) says whether this step computes FM/SM; the training loop passes
-    ``step % fm_every == 0`` and so compiles two variants. ``None`` decides inside the step with
-    ``lax.cond``, which is correct but slow on XLA:CPU (the conditional's branch ran 20x slower
-    than the same code unconditioned, measured with jax 0.10.2).
+    ``moments`` (static; pass it positionally to the compiled step) says whether this step
+    computes FM/SM; the training loop passes ``step % fm_every == 0`` (two compiled variants).
+    ``None`` decides inside the step with ``lax.cond``: correct, but on XLA:CPU the branch ran
+    20x slower than the same code unconditioned (jax 0.10.2).
 
     An update whose loss or gradient is not finite is skipped (params, optimizer state and EMA
     unchanged; ``metrics["skipped"] = 1``; ``state.skips`` counts consecutive skips).

@@ -22,6 +22,7 @@ parser.add_argument("--checkpoint_every", type=int, default=2)
 args = parser.parse_args()
 config = tiny_config()
 config.num_train_steps = args.steps
+config.loss.fm_weight = 0.0  # as test_train._final_state: one compiled step variant
 config.log_every_steps = 1
 config.checkpoint_every_steps = args.checkpoint_every
 train_lib.train_and_evaluate(config, args.workdir)
