@@ -1,6 +1,6 @@
 """The demo: a small posterior-sampling GAN on the embedded scikit-image photos, on 2 CPU cores.
 
-Run: ``python train.py --config=configs/demo.py --workdir=runs/demo`` (about 10 minutes on 2
+Run: ``python train.py --config=configs/demo.py --workdir=runs/demo`` (about 4 minutes on 2
 cores). It trains a narrow RRDB generator on 32x32 patches at JPEG quality 10, exports the EMA
 generator to ``runs/demo/export`` and writes ``runs/demo/demo.png`` (JPEG input, samples, their
 mean, the original, for a held-out photo) and ``runs/demo/demo_metrics.json``.
