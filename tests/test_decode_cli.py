@@ -7,10 +7,10 @@ import subprocess
 import sys
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 import pytest
 from jpeg_helpers import photo, pillow_jpeg
+from model_helpers import random_params
 from PIL import Image, ImageCms, ImageOps
 
 from jpeg_jax import decode, export, jpeg, sampling
@@ -21,21 +21,7 @@ SIZE = (40, 56)  # stored height, width of most test photos (one compilation)
 
 
 def _params(seed=0):
-    """Random N(0, 0.1^2) weights (noise scales around 1), drawn with NumPy (no compilation)."""
-    shapes = jax.eval_shape(
-        lambda: Generator(**GENERATOR).init(
-            {"params": jax.random.key(0), "noise": jax.random.key(0)},
-            jnp.zeros((1, 16, 16, 3)),
-            jnp.ones((1, 2, 8, 8), jnp.int32),
-        )
-    )["params"]
-    rng = np.random.default_rng(seed)
-    leaves, treedef = jax.tree.flatten_with_path(shapes)
-    values = [
-        float("noise_scale" in jax.tree_util.keystr(path)) + 0.1 * rng.standard_normal(s.shape)
-        for path, s in leaves
-    ]
-    return jax.tree.unflatten(treedef, [np.asarray(v, np.float32) for v in values])
+    return random_params(Generator(**GENERATOR), seed=seed)
 
 
 @pytest.fixture(scope="module")

@@ -5,6 +5,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 from jpeg_helpers import photo, pillow_jpeg
+from model_helpers import random_params
 
 from jpeg_jax import export, jpeg, sampling
 from jpeg_jax.jpeg import codec
@@ -14,23 +15,7 @@ MODEL = Generator(num_feat=8, num_block=1, num_grow_ch=4, noise=True, film=True)
 
 
 def _params(model, scale=0.1, seed=0):
-    """Random N(0, scale^2) weights (noise scales around 1): FiLM is not the identity and
-    samples vary visibly. Drawn with NumPy on ``eval_shape``'s tree: compiling ``init`` would
-    cost most of this file's time."""
-    shapes = jax.eval_shape(
-        lambda: model.init(
-            {"params": jax.random.key(0), "noise": jax.random.key(0)},
-            jnp.zeros((1, 16, 16, 3)),
-            jnp.ones((1, 2, 8, 8), jnp.int32),
-        )
-    )["params"]
-    rng = np.random.default_rng(seed)
-    leaves, treedef = jax.tree.flatten_with_path(shapes)
-    values = [
-        float("noise_scale" in jax.tree_util.keystr(path)) + scale * rng.standard_normal(s.shape)
-        for path, s in leaves
-    ]
-    return jax.tree.unflatten(treedef, [np.asarray(v, np.float32) for v in values])
+    return random_params(model, scale=scale, seed=seed)
 
 
 @pytest.fixture(scope="module")
