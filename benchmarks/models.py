@@ -4,7 +4,9 @@ Usage (from the repository root; a few minutes on 2 cores):
 
     python benchmarks/models.py                  # speed table, JAX vs torch (if installed)
     python benchmarks/models.py --memory         # + compiled memory of a G+D step, batch 32
-    python benchmarks/models.py --variants concat,split --skip-torch
+    python benchmarks/models.py --variants loop,split,scan,scan_remat --skip-torch
+
+Torch and the JAX variants are timed interleaved, round by round, so ratios share the load.
 
 Prints a table and writes ``benchmarks/results/models.json``. FLOP counts are analytic (the
 convolutions' multiply-adds x 2): 139.27 GFLOP per 128^2 forward, backward counted as 2x forward.
@@ -45,14 +47,18 @@ def generator_gflop(
     return 2 * macs / 1e9
 
 
-def _timeit(fn, iters: int) -> float:
-    fn()  # warm-up (after compilation)
-    times = []
-    for _ in range(iters):
-        t0 = time.perf_counter()
+def _median_times(fns: dict, iters: int) -> dict:
+    """Times every callable ``iters`` times, interleaved round by round (after one warm-up
+    round), so that load changes on the shared machine hit all of them alike. Returns medians."""
+    for fn in fns.values():
         fn()
-        times.append(time.perf_counter() - t0)
-    return float(np.median(times))
+    times = {name: [] for name in fns}
+    for _ in range(iters):
+        for name, fn in fns.items():
+            t0 = time.perf_counter()
+            fn()
+            times[name].append(time.perf_counter() - t0)
+    return {name: float(np.median(t)) for name, t in times.items()}
 
 
 VARIANTS = {  # name -> Generator options
@@ -65,30 +71,26 @@ VARIANTS = {  # name -> Generator options
 CASES = ("fwd_b1", "fwd_b8", "fwdbwd_b4")
 
 
-def bench_jax(options: dict, iters: int, cases: tuple[str, ...] = CASES) -> dict:
-    """Forward b1/b8 and forward+backward b4 of the paper-size generator (noise on)."""
+def prepare_jax(options: dict, case: str) -> tuple:
+    """Compiles the paper-size generator (noise on) for one case; returns (run, compile_s)."""
     gen = Generator(**options)
     rngs = {"params": jax.random.key(0), "noise": jax.random.key(1)}
-    y1 = jnp.full((1, SIZE, SIZE, 3), 0.5)
-    params = jax.jit(gen.init)(rngs, y1, None)["params"]
+    params = jax.jit(gen.init)(rngs, jnp.full((1, SIZE, SIZE, 3), 0.5), None)["params"]
     fwd = jax.jit(lambda p, y, k: gen.apply({"params": p}, y, None, rngs={"noise": k}))
 
     def loss(p, y, k):
         return jnp.mean(gen.apply({"params": p}, y, None, rngs={"noise": k}) ** 2)
 
-    grad = jax.jit(jax.grad(loss))
-    key = jax.random.key(2)
-    out = {}
-    for name in cases:
-        fn, batch = (grad if name.startswith("fwdbwd") else fwd), int(name.split("_b")[1])
-        y = jax.random.uniform(jax.random.key(batch), (batch, SIZE, SIZE, 3))
-        t0 = time.perf_counter()
-        compiled = fn.lower(params, y, key).compile()
-        compile_s = time.perf_counter() - t0
-        sec = _timeit(lambda c=compiled, y=y: jax.block_until_ready(c(params, y, key)), iters)
-        out[name] = {"s_per_img": sec / batch, "compile_s": compile_s}
-        print(f"  jax {options} {name}: {out[name]}", flush=True)
-    return out
+    fn, batch = (jax.jit(jax.grad(loss)) if case.startswith("fwdbwd") else fwd), _batch(case)
+    y, key = jax.random.uniform(jax.random.key(batch), (batch, SIZE, SIZE, 3)), jax.random.key(2)
+    t0 = time.perf_counter()
+    compiled = fn.lower(params, y, key).compile()
+    compile_s = time.perf_counter() - t0
+    return (lambda: jax.block_until_ready(compiled(params, y, key))), compile_s
+
+
+def _batch(case: str) -> int:
+    return int(case.split("_b")[1])
 
 
 def _torch_noisy_rrdbnet(torch, nf: int = 64, nb: int = 23, gc: int = 32):
@@ -141,31 +143,29 @@ def _torch_noisy_rrdbnet(torch, nf: int = 64, nb: int = 23, gc: int = 32):
     return Net()
 
 
-def bench_torch(iters: int, cases: tuple[str, ...] = CASES) -> dict | None:
+def prepare_torch(case: str):
+    """The same case with the PyTorch RRDBNet (2 threads); None when torch is not installed."""
     try:
         import torch
     except ImportError:
         return None
     torch.set_num_threads(2)
+    torch.manual_seed(0)
     net = _torch_noisy_rrdbnet(torch)
-    out = {}
-    for name in cases:
-        batch = int(name.split("_b")[1])
-        y = torch.rand(batch, 3, SIZE, SIZE)
-        if name.startswith("fwdbwd"):
+    y = torch.rand(_batch(case), 3, SIZE, SIZE)
+    if case.startswith("fwdbwd"):
 
-            def step(y=y):
-                net.zero_grad(set_to_none=True)
-                (net(y) ** 2).mean().backward()
-        else:
+        def step():
+            net.zero_grad(set_to_none=True)
+            (net(y) ** 2).mean().backward()
 
-            def step(y=y):
-                with torch.no_grad():
-                    net(y)
+        return step
 
-        out[name] = {"s_per_img": _timeit(step, iters) / batch}
-        print(f"  torch {name}: {out[name]}", flush=True)
-    return out
+    def forward():
+        with torch.no_grad():
+            net(y)
+
+    return forward
 
 
 def gan_step(gen: Generator, critic: Critic, opt: optax.GradientTransformation):
@@ -228,9 +228,9 @@ def memory_analysis(options: dict, batch: int = 32) -> dict:
 def main() -> None:
     global SIZE
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--iters", type=int, default=2)
+    parser.add_argument("--iters", type=int, default=3, help="timed rounds per case")
     parser.add_argument("--size", type=int, default=SIZE, help="image side (paper: 128)")
-    parser.add_argument("--variants", default="loop", help=", ".join(VARIANTS))
+    parser.add_argument("--variants", default="loop,scan_remat", help=", ".join(VARIANTS))
     parser.add_argument("--cases", default=",".join(CASES))
     parser.add_argument("--memory-variants", default="scan,scan_remat")
     parser.add_argument("--skip-torch", action="store_true")
@@ -243,29 +243,41 @@ def main() -> None:
         "size": SIZE,
         "gflop_fwd": gflop,
         "machine": platform.processor() or platform.machine(),
+        "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
+        "loadavg_start": os.getloadavg()[0],
     }
     results["xla_flags"] = os.environ.get("XLA_FLAGS", "")
-    rows = []
     cases = tuple(args.cases.split(",")) if args.cases else ()
-    if not args.skip_torch and cases:
-        t = bench_torch(args.iters, cases)
-        if t is not None:
-            results["torch"] = t
-            rows.append(("torch", t))
-    for variant in filter(None, args.variants.split(",")):
-        r = bench_jax(VARIANTS[variant], args.iters, cases)
-        results[f"jax_{variant}"] = r
-        rows.append((f"jax_{variant}", r))
+    variants = list(filter(None, args.variants.split(",")))
+    for case in cases:
+        fns, compile_s = {}, {}
+        if not args.skip_torch and (step := prepare_torch(case)) is not None:
+            fns["torch"] = step
+        for variant in variants:
+            fns[f"jax_{variant}"], compile_s[f"jax_{variant}"] = prepare_jax(
+                VARIANTS[variant], case
+            )
+            print(f"  compiled jax {variant} {case}: {compile_s[f'jax_{variant}']:.1f} s")
+        for impl, sec in _median_times(fns, args.iters).items():
+            entry = {"s_per_img": sec / _batch(case)}
+            if impl in compile_s:
+                entry["compile_s"] = compile_s[impl]
+            results.setdefault(impl, {})[case] = entry
+            print(f"  {impl} {case}: {entry}", flush=True)
+        fns.clear()
         _save(results, args.out)
-    print(f"{'impl':<14}{'case':<11}{'s/img':>8}{'GFLOP/s':>9}{'vs torch':>9}{'compile s':>10}")
-    for impl, r in rows:
+    print(f"{'impl':<16}{'case':<11}{'s/img':>8}{'GFLOP/s':>9}{'vs torch':>9}{'compile s':>10}")
+    for impl, r in results.items():
+        if not (impl == "torch" or impl.startswith("jax_")):
+            continue
         for case, v in r.items():
             flops = gflop * (3 if case.startswith("fwdbwd") else 1)
             ref = results.get("torch", {}).get(case, {}).get("s_per_img")
             ratio = f"{v['s_per_img'] / ref:9.2f}" if ref else f"{'-':>9}"
             comp = f"{v['compile_s']:10.1f}" if "compile_s" in v else f"{'-':>10}"
             speed = f"{v['s_per_img']:8.3f}{flops / v['s_per_img']:9.1f}"
-            print(f"{impl:<14}{case:<11}{speed}{ratio}{comp}")
+            print(f"{impl:<16}{case:<11}{speed}{ratio}{comp}")
+    results["loadavg_end"] = os.getloadavg()[0]
     if args.memory:
         for variant in args.memory_variants.split(","):
             m = memory_analysis(VARIANTS[variant])
