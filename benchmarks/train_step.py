@@ -6,12 +6,11 @@ ResNet34 (64-512), Adam (0, 0.99). FM draws ``fm_num_samples`` samples for min(8
 (paper: 16; default here 1, see ``--fm_num_samples``: 16 x 4 paper-size images forward+backward
 do not fit this machine's time or memory).
 
-Usage (from the repository root). Each paper-size step is tens of CPU-seconds: on 2 idle cores
-the default run takes ~8 minutes, on the shared machine at load ~10 it took ~35 minutes with
-``--iters 1 --jax_warmup 0``:
+Usage (from the repository root). Each paper-size step is tens of CPU-seconds; the default run
+(JAX loop and scan+remat generators, torch, FM off and on) takes ~35 minutes on 2 idle cores:
 
     python benchmarks/train_step.py                       # FM off and on, torch 2 threads
-    python benchmarks/train_step.py --torch_threads 2,1 --iters 1 --jax_warmup 0
+    python benchmarks/train_step.py --jax_variants scan_remat --skip_torch --iters 1
     python benchmarks/train_step.py --smoke --out /tmp/smoke.json   # tiny models: checks only
 
 JAX and torch steps are interleaved (same load); wall and process CPU seconds are both reported
@@ -254,6 +253,11 @@ def parse_args():
     parser.add_argument("--cases", default="fm_off,fm_on")
     parser.add_argument("--torch_threads", default="2", help="comma list, e.g. 2,1")
     parser.add_argument("--skip_torch", action="store_true")
+    parser.add_argument(
+        "--jax_variants",
+        default="loop,scan_remat",
+        help="generator trunk: loop (plain unrolled RRDBs) and/or scan_remat (lax.scan + remat)",
+    )
     parser.add_argument("--out", default="benchmarks/results/train_step.json")
     parser.add_argument("--smoke", action="store_true", help="tiny models, to check the script")
     return parser.parse_args()
@@ -321,21 +325,32 @@ def main() -> None:
     torch_ref, results["torch"] = (None, {}) if args.skip_torch else run_torch_warmup(
         args, config, batch, cases
     )  # fmt: skip
-    compiled, state, results["jax_compile"] = build_jax(config, batch, cases)
+    jax_steps, results["jax_compile"] = {}, {}
+    for variant in args.jax_variants.split(","):
+        impl = "jax" if variant == "loop" else f"jax_{variant}"
+        cfg = config.copy_and_resolve_references()
+        cfg.model.generator.scan = cfg.model.generator.remat = variant == "scan_remat"
+        compiled, state, info = build_jax(cfg, batch, cases)
+        results["jax_compile"].update({f"{impl}/{c}": v for c, v in info.items()})
+        jax_steps[impl] = {"compiled": compiled, "state": state}
     key = jax.random.key(1)
-    holder = {"state": state}
 
-    def jax_step(name):
-        holder["state"], holder["metrics"] = compiled[name](holder["state"], batch, key)
+    def jax_step(impl, name):
+        holder = jax_steps[impl]
+        holder["state"], holder["metrics"] = holder["compiled"][name](holder["state"], batch, key)
         jax.block_until_ready(holder["metrics"])
 
-    for name in cases:  # warm-up
-        for _ in range(args.jax_warmup):
-            jax_step(name)
+    for impl in jax_steps:  # warm-up
+        for name in cases:
+            for _ in range(args.jax_warmup):
+                jax_step(impl, name)
     times = {}
-    for _ in range(args.iters):  # interleaved: JAX then torch, case by case
+    for _ in range(args.iters):  # interleaved: JAX variants then torch, case by case
         for name, moments in cases.items():
-            times.setdefault(("jax", name), []).append(timed(lambda n=name: jax_step(n)))
+            for impl in jax_steps:
+                times.setdefault((impl, name), []).append(
+                    timed(lambda i=impl, n=name: jax_step(i, n))
+                )
             if torch_ref is not None:
                 torch, ref = torch_ref
                 for threads in results["torch"]["threads"]:
@@ -344,6 +359,7 @@ def main() -> None:
                     times.setdefault((f"torch_{threads}t", name), []).append(wall_cpu)
                     release_heap()
             print({f"{k[0]} {k[1]}": v[-1] for k, v in times.items()}, flush=True)
+    holder = next(iter(jax_steps.values()))
     metrics = holder["metrics"]
     results["metrics_last_step"] = {k: float(v) for k, v in metrics.items()}
     results["load_avg_end"] = os.getloadavg()
@@ -366,17 +382,19 @@ def report(results: dict, times: dict, cases: dict) -> None:
         }
     for key, row in rows.items():
         impl, case = key.split("/")
-        row["ratio_to_jax"] = row["s_per_step"] / rows[f"jax/{case}"]["s_per_step"]
-        row["cpu_ratio_to_jax"] = row["cpu_s_per_step"] / rows[f"jax/{case}"]["cpu_s_per_step"]
+        ref = next(v for k, v in rows.items() if k.startswith("jax") and k.endswith(f"/{case}"))
+        row["ratio_to_jax"] = row["s_per_step"] / ref["s_per_step"]
+        row["cpu_ratio_to_jax"] = row["cpu_s_per_step"] / ref["cpu_s_per_step"]
     results["timings"] = rows
     lines = [
-        "| impl | case | s/step | images/s | / JAX | CPU s/step | / JAX | compile s | peak GiB |",
+        "| impl | case | s/step | images/s | / first JAX | CPU s/step | / first JAX | compile s "
+        "| peak GiB |",
         "|---|---|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for key, row in rows.items():
         impl, case = key.split("/")
-        if impl == "jax":
-            c = results["jax_compile"][case]
+        if impl.startswith("jax"):
+            c = results["jax_compile"][key]
             comp, mem = f"{c['compile_s']:.1f}", f"{c['peak_gib']:.2f} (XLA)"
         else:
             comp, mem = "-", f"{results['torch']['max_rss_delta_gib'][case]:.2f} (RSS)"

@@ -44,7 +44,7 @@ def get_config() -> ml_collections.ConfigDict:
             "film_dim": 128,
             "split_convs": False,
             "remat": False,  # rematerialise RRDBs in the backward pass (memory)
-            "scan": False,  # nn.scan over RRDBs (with remat: the paper batch in < 8 GiB)
+            "scan": False,  # lax.scan over RRDBs: ~6x faster compiles; with remat < 8 GiB
             "dtype": "float32",
         }
     )
