@@ -7,7 +7,7 @@ ResNet34 (64-512), Adam (0, 0.99). FM draws ``fm_num_samples`` samples for min(8
 do not fit this machine's time or memory).
 
 Usage (from the repository root). Each paper-size step is tens of CPU-seconds; the default run
-(JAX loop and scan+remat generators, torch, FM off and on) takes ~35 minutes on 2 idle cores:
+(JAX loop and scan+remat generators, torch, FM off and on) took 16 minutes on 2 idle cores:
 
     python benchmarks/train_step.py                       # FM off and on, torch 2 threads
     python benchmarks/train_step.py --jax_variants scan_remat --skip_torch --iters 1

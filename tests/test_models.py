@@ -202,8 +202,8 @@ def test_conv2d_explicit_backward_equals_xla_autodiff(xshape, cout, dtype, tol):
     x = jax.random.normal(kx, xshape).astype(dtype)
     k = jax.random.normal(kk, (3, 3, xshape[-1], cout))
     g = jax.random.normal(kg, (*xshape[:-1], cout)).astype(dtype)
-    ref_out, ref_vjp = jax.vjp(lambda x, k: layers._conv3x3(x, k.astype(dtype)), x, k)
-    out, vjp = jax.vjp(layers._conv3x3_canonical_vjp, x, k.astype(dtype))
+    ref_out, ref_vjp = jax.vjp(lambda x, k: layers._conv_same(x, k.astype(dtype)), x, k)
+    out, vjp = jax.vjp(layers._conv_canonical_vjp, x, k.astype(dtype))
     np.testing.assert_array_equal(np.asarray(out, np.float32), np.asarray(ref_out, np.float32))
     for got, want in zip(vjp(g), ref_vjp(g), strict=True):
         want = np.asarray(want, np.float32)

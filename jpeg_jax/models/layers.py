@@ -79,7 +79,7 @@ def upsample_nearest(x: Array, factor: int = 2) -> Array:
     return jnp.repeat(x, factor, axis=2)
 
 
-def _conv3x3(x: Array, kernel: Array, precision: Any = None, padding: Any = "SAME") -> Array:
+def _conv_same(x: Array, kernel: Array, precision: Any = None, padding: Any = "SAME") -> Array:
     return jax.lax.conv_general_dilated(
         x,
         kernel,
@@ -91,15 +91,15 @@ def _conv3x3(x: Array, kernel: Array, precision: Any = None, padding: Any = "SAM
 
 
 @partial(jax.custom_vjp, nondiff_argnums=(2,))
-def _conv3x3_canonical_vjp(x: Array, kernel: Array, precision: Any = None) -> Array:
-    return _conv3x3(x, kernel, precision)
+def _conv_canonical_vjp(x: Array, kernel: Array, precision: Any = None) -> Array:
+    return _conv_same(x, kernel, precision)
 
 
-def _conv3x3_fwd(x, kernel, precision):
-    return _conv3x3(x, kernel, precision), (x, kernel)
+def _conv_fwd(x, kernel, precision):
+    return _conv_same(x, kernel, precision), (x, kernel)
 
 
-def _conv3x3_bwd(precision, residuals, g):
+def _conv_bwd(precision, residuals, g):
     """Both gradients as NHWC/HWIO convolutions, the only form XLA:CPU runs through Eigen.
 
     d/dx: correlation of ``g`` with the spatially flipped, in/out-swapped kernel.
@@ -109,20 +109,20 @@ def _conv3x3_bwd(precision, residuals, g):
     """
     x, kernel = residuals
     k = kernel.shape[0] // 2
-    dx = _conv3x3(g, jnp.flip(kernel, (0, 1)).swapaxes(2, 3).astype(g.dtype), precision)
-    dk = _conv3x3(
+    dx = _conv_same(g, jnp.flip(kernel, (0, 1)).swapaxes(2, 3).astype(g.dtype), precision)
+    dk = _conv_same(
         x.transpose(3, 1, 2, 0), g.transpose(1, 2, 0, 3), precision, padding=((k, k), (k, k))
     )
     return dx, dk.transpose(1, 2, 0, 3).astype(kernel.dtype)
 
 
-_conv3x3_canonical_vjp.defvjp(_conv3x3_fwd, _conv3x3_bwd)
+_conv_canonical_vjp.defvjp(_conv_fwd, _conv_bwd)
 
 
 def conv2d(x: Array, kernel: Array, precision: Any = None) -> Array:
     """Stride-1 'SAME' convolution (odd square kernel), NHWC / HWIO, in ``x``'s dtype.
 
-    On the CPU backend the backward pass is written out explicitly (``_conv3x3_bwd``): XLA:CPU
+    On the CPU backend the backward pass is written out explicitly (``_conv_bwd``): XLA:CPU
     rewrites gradient convolutions into the NHWC/HWIO form its Eigen kernels need only in the
     entry computation (``ConvCanonicalization``), so inside a ``lax.scan`` / while-loop body they
     fell back to a naive loop nest, 25x slower (the scanned generator's "stall"). Written in the
@@ -131,8 +131,8 @@ def conv2d(x: Array, kernel: Array, precision: Any = None) -> Array:
     """
     kernel = kernel.astype(x.dtype)
     if jax.default_backend() == "cpu":
-        return _conv3x3_canonical_vjp(x, kernel, precision)
-    return _conv3x3(x, kernel, precision)
+        return _conv_canonical_vjp(x, kernel, precision)
+    return _conv_same(x, kernel, precision)
 
 
 class DenseConv(nn.Module):
