@@ -158,8 +158,9 @@ class Generator(nn.Module):
         ``remat`` a structurally bounded memory. Its backward used to be 25x slower than the
         loop's on XLA:CPU (gradient convolutions inside a while body missed XLA:CPU's Eigen
         path); :func:`jpeg_jax.models.layers.conv2d` now writes them in the canonical form, and
-        scan + remat trains within ~5 % of the loop's speed (forward+backward, batch 4, 128^2:
-        2.02 vs 2.11 s/img and 2.26 vs 2.24 in two runs of ``benchmarks/models.py``).
+        scan + remat (which recomputes every block) costs 0-15 % over the loop: generator
+        forward+backward, batch 4, 128^2, 2.01 vs 1.75 s/img; full paper-size GAN step 7-10 %
+        (``benchmarks/models.py``, ``benchmarks/train_step.py``).
       dtype: computation dtype (bfloat16 works); the output is always float32.
       param_dtype: parameter dtype (keep float32).
     """
