@@ -329,19 +329,13 @@ def restore_file(path: str, stem: str, model, args: argparse.Namespace) -> None:
 def load_model(path: str):
     """``(Generator, variables)`` from an export; raises InputError with a clear message."""
     import jax
-    import jax.numpy as jnp
 
     from jpeg_jax import export, sampling
+    from jpeg_jax.models import abstract_params
 
     try:
         model, variables = sampling.resolve_model(export.load(path))
-        expected = jax.eval_shape(
-            lambda: model.init(
-                {"params": jax.random.key(0), "noise": jax.random.key(0)},
-                jnp.zeros((1, 16, 16, 3)),
-                jnp.ones((1, 2, 8, 8), jnp.int32),
-            )
-        )["params"]
+        expected = abstract_params(model)
     except export.ExportError as e:
         raise InputError(str(e)) from None
     except (TypeError, ValueError) as e:

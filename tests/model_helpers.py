@@ -4,20 +4,15 @@ Compiling ``Generator.init`` would cost most of a test file's time on 2 CPU core
 """
 
 import jax
-import jax.numpy as jnp
 import numpy as np
+
+from jpeg_jax.models import abstract_params
 
 
 def random_params(model, *, scale: float = 0.1, seed: int = 0):
     """N(0, scale^2) weights with noise scales around 1: FiLM is not the identity and samples
     vary visibly."""
-    shapes = jax.eval_shape(
-        lambda: model.init(
-            {"params": jax.random.key(0), "noise": jax.random.key(0)},
-            jnp.zeros((1, 16, 16, 3)),
-            jnp.ones((1, 2, 8, 8), jnp.int32),
-        )
-    )["params"]
+    shapes = abstract_params(model)
     rng = np.random.default_rng(seed)
     leaves, treedef = jax.tree.flatten_with_path(shapes)
     values = [

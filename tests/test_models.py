@@ -190,17 +190,23 @@ def test_remat_and_scan_same_output_and_grads(variant):
 
 
 @pytest.mark.parametrize(
-    "xshape, cout, dtype, tol",
+    "xshape, cout, size, dtype, tol",
     [
-        ((2, 5, 7, 3), 4, jnp.float32, 1e-5),
-        ((1, 1, 1, 2), 3, jnp.float32, 1e-6),
-        ((3, 16, 12, 9), 5, jnp.bfloat16, 3e-2),
+        ((2, 5, 7, 3), 4, 3, jnp.float32, 1e-5),  # d/dk with x as the image, rows padded 5 -> 8
+        ((1, 1, 1, 2), 3, 3, jnp.float32, 1e-6),
+        ((1, 37, 53, 20), 8, 3, jnp.float32, 1e-5),  # g as the image, 16 slabs, 37 -> 48 rows
+        ((4, 16, 12, 6), 6, 3, jnp.float32, 1e-5),  # co == ci: g as the image, 4 slabs
+        ((8, 9, 4, 5), 7, 3, jnp.float32, 1e-5),  # 2 slabs, odd rows
+        ((20, 6, 6, 3), 2, 3, jnp.float32, 1e-5),  # batch >= 16: no slabs
+        ((2, 9, 7, 5), 3, 1, jnp.float32, 1e-5),  # 1x1 kernel, no halo
+        ((3, 11, 10, 4), 5, 5, jnp.float32, 1e-5),  # 5x5 kernel, halo 2
+        ((3, 16, 12, 9), 5, 3, jnp.bfloat16, 3e-2),
     ],
 )
-def test_conv2d_explicit_backward_equals_xla_autodiff(xshape, cout, dtype, tol):
+def test_conv2d_explicit_backward_equals_xla_autodiff(xshape, cout, size, dtype, tol):
     kx, kk, kg = jax.random.split(jax.random.key(3), 3)
     x = jax.random.normal(kx, xshape).astype(dtype)
-    k = jax.random.normal(kk, (3, 3, xshape[-1], cout))
+    k = jax.random.normal(kk, (size, size, xshape[-1], cout))
     g = jax.random.normal(kg, (*xshape[:-1], cout)).astype(dtype)
     ref_out, ref_vjp = jax.vjp(lambda x, k: layers._conv_same(x, k.astype(dtype)), x, k)
     out, vjp = jax.vjp(layers._conv_canonical_vjp, x, k.astype(dtype))
@@ -208,6 +214,19 @@ def test_conv2d_explicit_backward_equals_xla_autodiff(xshape, cout, dtype, tol):
     for got, want in zip(vjp(g), ref_vjp(g), strict=True):
         want = np.asarray(want, np.float32)
         np.testing.assert_allclose(np.asarray(got, np.float32), want, atol=tol * np.abs(want).max())
+
+
+@pytest.mark.parametrize("xshape, cout", [((2, 7, 5, 3), 4), ((3, 6, 9, 5), 2)])
+def test_kernel_grad_closed_form(xshape, cout):
+    """d/dkernel against its definition, summed in float64 by numpy (x, then g as the image)."""
+    rng = np.random.default_rng(0)
+    (b, h, w, _), x = xshape, rng.normal(size=xshape)
+    g = rng.normal(size=(b, h, w, cout))
+    xp = np.pad(x, ((0, 0), (1, 1), (1, 1), (0, 0)))
+    tap = lambda i, j: np.einsum("bhwc,bhwd->cd", xp[:, i : i + h, j : j + w], g)
+    want = np.array([[tap(i, j) for j in range(3)] for i in range(3)])
+    got = layers._kernel_grad(jnp.asarray(x, jnp.float32), jnp.asarray(g, jnp.float32), 3)
+    np.testing.assert_allclose(np.asarray(got), want, atol=1e-4)
 
 
 def test_scanned_backward_uses_only_canonical_convolutions():

@@ -269,3 +269,16 @@ class Generator(nn.Module):
         out = leaky_relu(self._conv(self.num_feat, "conv_hr")([up]))
         out = self._conv(3, "conv_last")([out])
         return out[:, :h, :w, :].astype(jnp.float32).reshape(b, h, w, 3)
+
+
+def abstract_params(generator: Generator) -> Any:
+    """The generator's parameter tree as ``jax.ShapeDtypeStruct`` leaves, without computing
+    anything (``jax.eval_shape`` of ``init`` on a 16x16 input): for checking loaded weights
+    against a config, or drawing test weights of the right shapes."""
+    return jax.eval_shape(
+        lambda: generator.init(
+            {"params": jax.random.key(0), "noise": jax.random.key(0)},
+            jnp.zeros((1, 16, 16, 3)),
+            jnp.ones((1, 2, 8, 8), jnp.int32),
+        )
+    )["params"]
