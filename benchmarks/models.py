@@ -62,7 +62,7 @@ def _median_times(fns: dict, iters: int) -> dict:
 
 
 VARIANTS = {  # name -> Generator options
-    "loop": {},
+    "loop": {"split_convs": False},  # concatenated dense inputs
     "split": {"split_convs": True},
     "scan": {"scan": True},
     "scan_remat": {"scan": True, "remat": True},

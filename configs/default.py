@@ -6,6 +6,7 @@ overrides single keys).
 """
 
 import ml_collections
+from ml_collections import config_dict
 
 from jpeg_jax.input_pipeline import default_data_config
 
@@ -42,7 +43,8 @@ def get_config() -> ml_collections.ConfigDict:
             "noise": True,
             "film": False,
             "film_dim": 128,
-            "split_convs": False,
+            # None: split on CPU when num_grow_ch >= 32 (fastest there), else concatenate.
+            "split_convs": config_dict.placeholder(bool),
             "remat": False,  # rematerialise RRDBs in the backward pass (memory)
             "scan": False,  # lax.scan over RRDBs: ~6x faster compiles; with remat < 8 GiB
             "dtype": "float32",

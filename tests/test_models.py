@@ -192,10 +192,10 @@ def test_remat_and_scan_same_output_and_grads(variant):
 @pytest.mark.parametrize(
     "xshape, cout, size, dtype, tol",
     [
-        ((2, 5, 7, 3), 4, 3, jnp.float32, 1e-5),  # d/dk with x as the image, rows padded 5 -> 8
-        ((1, 1, 1, 2), 3, 3, jnp.float32, 1e-6),
-        ((1, 37, 53, 20), 8, 3, jnp.float32, 1e-5),  # g as the image, 16 slabs, 37 -> 48 rows
-        ((4, 16, 12, 6), 6, 3, jnp.float32, 1e-5),  # co == ci: g as the image, 4 slabs
+        ((2, 5, 7, 3), 7, 3, jnp.float32, 1e-5),  # d/dk with x as the image, rows padded 5 -> 8
+        ((1, 1, 1, 2), 3, 3, jnp.float32, 1e-6),  # g as the image from here on
+        ((1, 37, 53, 20), 8, 3, jnp.float32, 1e-5),  # 16 slabs, 37 -> 48 rows
+        ((4, 16, 12, 6), 12, 3, jnp.float32, 1e-5),  # co == 2 ci, 4 slabs
         ((8, 9, 4, 5), 7, 3, jnp.float32, 1e-5),  # 2 slabs, odd rows
         ((20, 6, 6, 3), 2, 3, jnp.float32, 1e-5),  # batch >= 16: no slabs
         ((2, 9, 7, 5), 3, 1, jnp.float32, 1e-5),  # 1x1 kernel, no halo
@@ -216,7 +216,7 @@ def test_conv2d_explicit_backward_equals_xla_autodiff(xshape, cout, size, dtype,
         np.testing.assert_allclose(np.asarray(got, np.float32), want, atol=tol * np.abs(want).max())
 
 
-@pytest.mark.parametrize("xshape, cout", [((2, 7, 5, 3), 4), ((3, 6, 9, 5), 2)])
+@pytest.mark.parametrize("xshape, cout", [((2, 7, 5, 3), 7), ((3, 6, 9, 5), 2)])
 def test_kernel_grad_closed_form(xshape, cout):
     """d/dkernel against its definition, summed in float64 by numpy (x, then g as the image)."""
     rng = np.random.default_rng(0)

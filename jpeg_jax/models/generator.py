@@ -145,7 +145,11 @@ class Generator(nn.Module):
       film_dim: width of the quantization-table embedding MLP.
       pad_multiple: inputs are edge-padded to a multiple of this.
       split_convs: compute each dense conv as a sum of per-input convs instead of concatenating
-        (same parameters and results; a speed knob, see ``benchmarks/models.py``).
+        (same parameters and results; a speed knob). ``None`` (default) splits on the CPU backend
+        when ``num_grow_ch >= 32``, where it measured fastest (paper size, 2 cores: forward
+        0.62-0.77x and forward+backward 0.97x the concatenation's time; ``benchmarks/models.py``),
+        and concatenates otherwise (the demo's 32/16-wide model: split 12 % slower; GPUs:
+        unmeasured).
       remat: rematerialise each RRDB in the backward pass, storing only the RRDB inputs. In a
         loop this uses :func:`checkpoint_in_order` (``nn.remat`` saves nothing on XLA:CPU);
         with ``scan`` it is ``jax.checkpoint`` of the scan body. Noise is regenerated from the
@@ -172,7 +176,7 @@ class Generator(nn.Module):
     film: bool = False
     film_dim: int = 128
     pad_multiple: int = 16
-    split_convs: bool = False
+    split_convs: bool | None = None
     remat: bool = False
     scan: bool = False
     dtype: Dtype = jnp.float32
@@ -184,7 +188,10 @@ class Generator(nn.Module):
         )
 
     def _blocks(self, deterministic: bool) -> tuple[list[RRDB], list[FiLM]]:
-        kw = dict(noise=self.noise, split=self.split_convs, deterministic=deterministic)
+        split = self.split_convs
+        if split is None:
+            split = jax.default_backend() == "cpu" and self.num_grow_ch >= 32
+        kw = dict(noise=self.noise, split=split, deterministic=deterministic)
         blocks = [
             RRDB(self.num_feat, self.num_grow_ch, **kw, dtype=self.dtype,
                  param_dtype=self.param_dtype, name=f"body_{i}")

@@ -122,8 +122,8 @@ def _kernel_grad(x: Array, g: Array, size: int, precision: Any = None) -> Array:
 
     The correlation runs over (rows, columns, batch), so one operand, the "image", takes its
     channels as the batch, and the other is the "kernel". Two choices make Eigen fast here:
-    - the operand with fewer channels is the image (its patches are what Eigen packs): ``g``
-      when co <= ci, giving the output flipped and channel-swapped;
+    - the gradient ``g`` is the image (its patches are what Eigen packs; the output comes out
+      flipped and channel-swapped) unless x has less than half its channels;
     - the rows are cut into S slabs (each with its halo) that join the batch in the contracted
       feature dimension, S x batch ~ 16 floats instead of the batch alone; the rows are
       zero-padded to a multiple of S, which adds nothing to the sums.
@@ -132,16 +132,20 @@ def _kernel_grad(x: Array, g: Array, size: int, precision: Any = None) -> Array:
     """
     batch, rows, cols, cin = x.shape
     k = size // 2
-    swap = g.shape[-1] <= cin
+    swap = g.shape[-1] <= 2 * cin  # g also for 32 -> 64: its slabs are shared with wider inputs
     image, kern = (g, x) if swap else (x, g)
     slabs = 1
     while slabs * 2 * batch <= _KERNEL_GRAD_FEATURES and slabs * 2 <= rows:
         slabs *= 2
     h = -(-rows // slabs)  # rows per slab
     extra = slabs * h - rows
-    image = jnp.pad(image, ((0, 0), (k, k + extra), (k, k), (0, 0)))
-    image = jnp.stack([image[:, s * h : s * h + h + 2 * k] for s in range(slabs)], axis=1)
-    image = image.transpose(4, 2, 3, 1, 0).reshape(image.shape[-1], h + 2 * k, cols + 2 * k, -1)
+    # Channels to the front first (a plain 2-D transpose), then pad and cut the slabs along
+    # contiguous rows: 2x faster than one 5-D transpose of the padded slabs.
+    c = image.shape[-1]
+    image = image.reshape(-1, c).T.reshape(c, batch, rows, cols)
+    image = jnp.pad(image, ((0, 0), (0, 0), (k, k + extra), (k, k)))
+    image = jnp.stack([image[:, :, s * h : s * h + h + 2 * k] for s in range(slabs)], axis=1)
+    image = image.transpose(0, 3, 4, 1, 2).reshape(c, h + 2 * k, cols + 2 * k, slabs * batch)
     kern = jnp.pad(kern, ((0, 0), (0, extra), (0, 0), (0, 0)))
     kern = kern.reshape(batch, slabs, h, cols, -1).transpose(2, 3, 1, 0, 4)
     out = _conv_same(image, kern.reshape(h, cols, slabs * batch, -1), precision, "VALID")
