@@ -162,9 +162,10 @@ class Generator(nn.Module):
         ``remat`` a structurally bounded memory. Its backward used to be 25x slower than the
         loop's on XLA:CPU (gradient convolutions inside a while body missed XLA:CPU's Eigen
         path); :func:`jpeg_jax.models.layers.conv2d` now writes them in the canonical form, and
-        scan + remat (which recomputes every block) costs 0-15 % over the loop: generator
-        forward+backward, batch 4, 128^2, 2.01 vs 1.75 s/img; full paper-size GAN step 7-10 %
-        (``benchmarks/models.py``, ``benchmarks/train_step.py``).
+        scan + remat (which recomputes every block) costs 5-18 % over the loop: generator
+        forward+backward, batch 4, 128^2, 1.85 vs 1.58 s/img (split convs; 1.81 vs 1.70 with
+        the concatenation); full paper-size GAN step 7-10 % (``benchmarks/models.py``,
+        ``benchmarks/train_step.py``).
       dtype: computation dtype (bfloat16 works); the output is always float32.
       param_dtype: parameter dtype (keep float32).
     """
