@@ -147,7 +147,8 @@ class Generator(nn.Module):
       split_convs: compute each dense conv as a sum of per-input convs instead of concatenating
         (same parameters and results; a speed knob). ``None`` (default) splits on the CPU backend
         when ``num_grow_ch >= 32``, where it measured fastest (paper size, 2 cores: forward
-        0.62-0.77x and forward+backward 0.97x the concatenation's time; ``benchmarks/models.py``),
+        0.62-0.77x and forward+backward 0.86-0.97x the concatenation's time in
+        ``benchmarks/models.py``, which compiles the concatenation first, a 10-20 % handicap),
         and concatenates otherwise (the demo's 32/16-wide model: split 12 % slower; GPUs:
         unmeasured).
       remat: rematerialise each RRDB in the backward pass, storing only the RRDB inputs. In a
@@ -162,9 +163,9 @@ class Generator(nn.Module):
         ``remat`` a structurally bounded memory. Its backward used to be 25x slower than the
         loop's on XLA:CPU (gradient convolutions inside a while body missed XLA:CPU's Eigen
         path); :func:`jpeg_jax.models.layers.conv2d` now writes them in the canonical form, and
-        scan + remat (which recomputes every block) costs 5-18 % over the loop: generator
-        forward+backward, batch 4, 128^2, 1.85 vs 1.58 s/img (split convs; 1.81 vs 1.70 with
-        the concatenation); full paper-size GAN step 7-10 % (``benchmarks/models.py``,
+        scan + remat (which recomputes every block) costs ~18 % over the loop: generator
+        forward+backward, batch 4, 128^2, 1.85 vs 1.58 s/img (split convs); full paper-size
+        GAN step 0-10 % (``benchmarks/models.py``,
         ``benchmarks/train_step.py``).
       dtype: computation dtype (bfloat16 works); the output is always float32.
       param_dtype: parameter dtype (keep float32).

@@ -111,8 +111,9 @@ def _conv_bwd(precision, residuals, g):
 
 
 # Eigen contracts over (rows, columns, features) of the convolution that computes d/dkernel;
-# with the image batch as its features (4 floats at batch 4) the packing runs far below the
-# forward's speed. Folding row slabs into the features until they are this wide measured best.
+# row slabs join the image batch in the features until they are this wide. Measured against no
+# slabs (``benchmarks/RESULTS.md``): faster in one sweep, equal or slower in another, equal at
+# model level.
 _KERNEL_GRAD_FEATURES = 16
 
 
@@ -127,7 +128,8 @@ def _kernel_grad(x: Array, g: Array, size: int, precision: Any = None) -> Array:
     - the rows are cut into S slabs (each with its halo) that join the batch in the contracted
       feature dimension, S x batch ~ 16 floats instead of the batch alone; the rows are
       zero-padded to a multiple of S, which adds nothing to the sums.
-    Paper-size RDB convolutions at batch 4: 1.3-2x faster than the plain form (batch 1: 2-4x);
+    Against the plain form (``benchmarks/conv_grads.py``): paper-size RDB convolutions at batch
+    4 1.1-1.6x faster, batch 1 3.5-4x; the 128^2 ones at batch 4 0.7x (<1 % of a step).
     ``benchmarks/models.py`` measures the whole generator.
     """
     batch, rows, cols, cin = x.shape
