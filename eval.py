@@ -4,10 +4,8 @@
         --out=runs/ffhq/eval [--data=/path/to/images] [--inception=fid_inception.npz]
 """
 
-from jpeg_jax.platform import configure_xla, restart_with_retained_heap
+from jpeg_jax.platform import configure_xla
 
-if __name__ == "__main__":
-    restart_with_retained_heap(default=False)  # opt-in: it slows tf.data (jpeg_jax.platform)
 configure_xla()
 
 import sys  # noqa: E402

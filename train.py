@@ -3,10 +3,8 @@
 python train.py --config=configs/demo.py --workdir=runs/demo
 """
 
-from jpeg_jax.platform import configure_xla, restart_with_retained_heap
+from jpeg_jax.platform import configure_xla
 
-if __name__ == "__main__":
-    restart_with_retained_heap(default=False)  # opt-in: it slows tf.data (jpeg_jax.platform)
 configure_xla()
 
 import sys  # noqa: E402

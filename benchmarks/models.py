@@ -14,10 +14,8 @@ convolutions' multiply-adds x 2): 139.27 GFLOP per 128^2 forward, backward count
 
 from __future__ import annotations
 
-from jpeg_jax.platform import configure_xla, restart_with_retained_heap
+from jpeg_jax.platform import configure_xla
 
-if __name__ == "__main__":
-    restart_with_retained_heap()  # glibc keeps freed memory: XLA:CPU reuses it
 configure_xla()
 
 import argparse  # noqa: E402
@@ -249,7 +247,6 @@ def main() -> None:
         "loadavg_start": os.getloadavg()[0],
     }
     results["xla_flags"] = os.environ.get("XLA_FLAGS", "")
-    results["glibc_tunables"] = os.environ.get("GLIBC_TUNABLES", "")  # both JAX and torch
     cases = tuple(args.cases.split(",")) if args.cases else ()
     variants = list(filter(None, args.variants.split(",")))
     for case in cases:

@@ -19,10 +19,8 @@ Prints a table and writes ``benchmarks/results/sampling.json``.
 
 from __future__ import annotations
 
-from jpeg_jax.platform import configure_xla, restart_with_retained_heap
+from jpeg_jax.platform import configure_xla
 
-if __name__ == "__main__":
-    restart_with_retained_heap()  # glibc keeps freed memory: XLA:CPU reuses it
 configure_xla()
 
 import argparse  # noqa: E402
@@ -145,7 +143,6 @@ def main() -> None:
         "machine": _machine(),
         "backend": jax.default_backend(),
         "jax": jax.__version__,
-        "glibc_tunables": os.environ.get("GLIBC_TUNABLES", ""),
         "generator": "Generator() paper size, noise on, float32",
         "config": config,
         "results": results,

@@ -7,10 +7,8 @@ the float one) and for the RGB path (no colour transform). Writes benchmarks/res
     python benchmarks/table2.py
 """
 
-from jpeg_jax.platform import configure_xla, restart_with_retained_heap
+from jpeg_jax.platform import configure_xla
 
-if __name__ == "__main__":
-    restart_with_retained_heap()  # glibc keeps freed memory: XLA:CPU reuses it
 configure_xla()
 
 import json  # noqa: E402

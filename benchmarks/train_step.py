@@ -28,10 +28,8 @@ import sys
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from jpeg_jax.platform import configure_xla, restart_with_retained_heap  # noqa: E402
+from jpeg_jax.platform import configure_xla  # noqa: E402
 
-if __name__ == "__main__":
-    restart_with_retained_heap()  # glibc keeps freed memory: XLA:CPU reuses it
 configure_xla()
 
 import argparse  # noqa: E402
@@ -313,7 +311,6 @@ def main() -> None:
         "load_avg_start": os.getloadavg(),
         "jax": jax.__version__,
         "xla_flags": os.environ.get("XLA_FLAGS", ""),
-        "glibc_tunables": os.environ.get("GLIBC_TUNABLES", ""),
         "setup": {
             "smoke": args.smoke,
             "batch": BATCH,

@@ -1,15 +1,11 @@
-"""Process-level settings that must be applied before JAX starts its backend.
+"""Process-level JAX settings that must be applied before JAX starts its backend.
 
 Entry points, tests and benchmarks call :func:`configure_xla` before the first JAX computation.
-Programs (``train.py``, ``eval.py``, ``jpeg-jax-decode``, the benchmarks) first call
-:func:`restart_with_retained_heap`.
 """
 
 from __future__ import annotations
 
 import os
-import platform
-import sys
 
 # jax 0.10 sends XLA:CPU convolutions to YNNPACK, which runs on a single core; emptying the
 # fusion type keeps them on XLA's own multi-threaded path (generator forward 1.6x faster on 2
@@ -47,75 +43,3 @@ def hide_accelerators_from_tensorflow() -> None:
 
     tf.config.set_visible_devices([], "GPU")
     tf.config.set_visible_devices([], "TPU")
-
-
-# XLA:CPU takes each executable's scratch memory ("temp" buffer: 3.1 GB for the paper-size
-# generator's forward+backward at batch 4, 128^2) from malloc on every call. glibc serves
-# blocks that large with mmap and returns them with munmap, so every call faults the whole
-# block back in page by page (760,000 faults, ~1.6 s of kernel time per call here), and
-# Eigen's 38 MB contraction buffers likewise. These settings keep freed memory in the process
-# (one heap that never shrinks, no per-block mmap), as PyTorch's and XLA:GPU's caching
-# allocators do: forward+backward 1.62-1.65 -> 1.31-1.32 s/img on 2 cores. The costs: the
-# process keeps its peak memory until it exits, and all threads share one malloc lock, which
-# slows programs whose tf.data threads allocate a lot (demo training 6.1 -> 5.0 steps/s), so
-# train.py and eval.py leave it off unless asked (benchmarks/RESULTS.md).
-MALLOC_TUNABLES = {
-    "glibc.malloc.arena_max": "1",  # every thread on the main heap, which can grow past 64 MB
-    "glibc.malloc.mmap_max": "0",  # no block gets its own mapping
-    "glibc.malloc.trim_threshold": str(1 << 40),  # never hand freed memory back
-}
-# 1: restart with the tunables in every program; 0: never; unset: the program's default.
-RETAINED_HEAP_ENV = "JPEG_JAX_RETAINED_HEAP"
-
-
-def retained_heap_environment(
-    environ: dict[str, str], *, default: bool = True
-) -> dict[str, str] | None:
-    """The environment a program should restart with so that glibc keeps its freed memory.
-
-    Returns ``None`` when nothing needs to change: ``JPEG_JAX_RETAINED_HEAP`` is ``0`` (or
-    unset and ``default`` is false), or the tunables are already set (every one the user set
-    is kept as they set it).
-    """
-    wanted = environ.get(RETAINED_HEAP_ENV, "")
-    if wanted not in ("", "0", "1"):
-        raise ValueError(f"{RETAINED_HEAP_ENV}={wanted!r}: expected 0 or 1")
-    if wanted == "0" or (wanted == "" and not default):
-        return None
-    current = [t for t in environ.get("GLIBC_TUNABLES", "").split(":") if t]
-    names = {t.split("=", 1)[0] for t in current}
-    missing = [f"{k}={v}" for k, v in MALLOC_TUNABLES.items() if k not in names]
-    if not missing:
-        return None
-    return {**environ, "GLIBC_TUNABLES": ":".join(current + missing)}
-
-
-def restart_with_retained_heap(*, default: bool = True) -> None:
-    """Re-executes the running program once with :data:`MALLOC_TUNABLES` in ``GLIBC_TUNABLES``.
-
-    glibc reads its tunables only when a process starts, hence the restart: same interpreter,
-    same arguments (``sys.orig_argv``), same process id, open files and terminal; it costs one
-    interpreter start-up (~0.1 s). Call it early in a program's ``__main__`` path (whatever ran
-    before it runs twice), never from library code or tests.
-
-    Args:
-      default: whether to restart when ``JPEG_JAX_RETAINED_HEAP`` is unset (``1`` forces the
-        restart, ``0`` prevents it). Does nothing where it cannot help (not Linux with glibc,
-        e.g. macOS or musl; an allocator replaced via ``LD_PRELOAD`` ignores the tunables
-        harmlessly) or when the tunables are already set, so it restarts at most once.
-    """
-    if sys.platform != "linux" or platform.libc_ver()[0] != "glibc" or not sys.executable:
-        return
-    try:
-        env = retained_heap_environment(dict(os.environ), default=default)
-    except ValueError as e:
-        print(f"warning: {e}; keeping glibc's malloc defaults", file=sys.stderr)
-        return
-    if env is None:
-        return
-    sys.stdout.flush()
-    sys.stderr.flush()
-    try:
-        os.execve(sys.executable, [sys.executable, *sys.orig_argv[1:]], env)
-    except OSError:  # e.g. an interpreter that cannot be re-executed: run with glibc's defaults
-        return

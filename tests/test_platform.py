@@ -1,10 +1,4 @@
-import json
 import os
-import platform as pyplatform
-import subprocess
-import sys
-
-import pytest
 
 from jpeg_jax import platform
 
@@ -28,76 +22,3 @@ def test_tests_run_with_flags():
     import jax
 
     assert len(jax.devices()) == 8
-
-
-def test_retained_heap_environment_merges_and_respects_user():
-    env = platform.retained_heap_environment({"GLIBC_TUNABLES": "glibc.malloc.arena_max=4"})
-    tunables = env["GLIBC_TUNABLES"].split(":")
-    assert tunables[0] == "glibc.malloc.arena_max=4"  # the user's value wins
-    assert "glibc.malloc.mmap_max=0" in tunables and len(tunables) == 3
-    assert platform.retained_heap_environment(env) is None  # complete: no second restart
-    off, on = {platform.RETAINED_HEAP_ENV: "0"}, {platform.RETAINED_HEAP_ENV: "1"}
-    assert platform.retained_heap_environment(off) is None
-    assert platform.retained_heap_environment({}, default=False) is None
-    assert platform.retained_heap_environment(on, default=False) is not None
-    with pytest.raises(ValueError, match="JPEG_JAX_RETAINED_HEAP='yes'"):
-        platform.retained_heap_environment({platform.RETAINED_HEAP_ENV: "yes"})
-
-
-# Restarts via the function under test, then frees and re-touches a 256 MB block in a worker
-# thread: with glibc's defaults the block is mmapped and munmapped, so the second touch faults
-# every page (65,536) back in; with the tunables in force it faults (almost) none.
-_CHILD = """
-import ctypes, json, os, resource, sys, threading
-from jpeg_jax import platform
-platform.restart_with_retained_heap(default=os.environ["CHILD_DEFAULT"] == "1")
-libc = ctypes.CDLL("libc.so.6")
-libc.malloc.restype, libc.malloc.argtypes = ctypes.c_void_p, [ctypes.c_size_t]
-libc.free.argtypes = [ctypes.c_void_p]
-n, faults = 256 << 20, []
-def touch():
-    p = libc.malloc(n)
-    ctypes.memset(p, 1, n)
-    libc.free(p)
-def worker():
-    touch()
-    f0 = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
-    touch()
-    faults.append(resource.getrusage(resource.RUSAGE_SELF).ru_minflt - f0)
-t = threading.Thread(target=worker)
-t.start()
-t.join()
-print(json.dumps([faults[0], os.getpid(), sys.argv[1:], os.environ.get("GLIBC_TUNABLES", "")]))
-"""
-
-
-@pytest.mark.skipif(
-    sys.platform != "linux" or pyplatform.libc_ver()[0] != "glibc", reason="glibc tunables only"
-)
-def test_restart_with_retained_heap_keeps_freed_memory(tmp_path):
-    script = tmp_path / "child.py"
-    script.write_text(_CHILD)
-    base = {k: v for k, v in os.environ.items() if k not in ("GLIBC_TUNABLES", "CHILD_DEFAULT")}
-    base.pop(platform.RETAINED_HEAP_ENV, None)
-    results = {}
-    for name, extra in {
-        "default_on": {"CHILD_DEFAULT": "1"},
-        "default_off": {"CHILD_DEFAULT": "0"},
-        "forced_off": {"CHILD_DEFAULT": "1", platform.RETAINED_HEAP_ENV: "0"},
-        "forced_on": {"CHILD_DEFAULT": "0", platform.RETAINED_HEAP_ENV: "1"},
-    }.items():
-        proc = subprocess.Popen(
-            [sys.executable, "-u", str(script), "a b", "--x=1"],
-            env={**base, **extra},
-            stdout=subprocess.PIPE,
-            text=True,
-        )
-        out, _ = proc.communicate(timeout=120)
-        assert proc.returncode == 0
-        faults, pid, argv, tunables = json.loads(out)
-        assert pid == proc.pid and argv == ["a b", "--x=1"]  # the same process, same arguments
-        results[name] = faults, tunables
-    for name in ("default_off", "forced_off"):  # glibc's defaults: every page faults again
-        assert results[name][0] > 60_000 and results[name][1] == "", results
-    for name in ("default_on", "forced_on"):
-        assert results[name][0] < 1_000 and "glibc.malloc.arena_max=1" in results[name][1]
