@@ -148,9 +148,9 @@ class Generator(nn.Module):
         (same parameters and results; a speed knob). ``None`` (default) splits on the CPU backend
         when ``num_grow_ch >= 32``, where it measured fastest (paper size, 2 cores: forward
         0.62-0.77x and forward+backward 0.86-0.97x the concatenation's time in
-        ``benchmarks/models.py``, which compiles the concatenation first, a 10-20 % handicap),
-        and concatenates otherwise (the demo's 32/16-wide model: split 12 % slower; GPUs:
-        unmeasured).
+        ``benchmarks/models.py``, which times the concatenation right after torch, a 10-20 %
+        handicap there), and concatenates otherwise (the demo's 32/16-wide model: split 12 %
+        slower; GPUs: unmeasured).
       remat: rematerialise each RRDB in the backward pass, storing only the RRDB inputs. In a
         loop this uses :func:`checkpoint_in_order` (``nn.remat`` saves nothing on XLA:CPU);
         with ``scan`` it is ``jax.checkpoint`` of the scan body. Noise is regenerated from the
@@ -165,8 +165,7 @@ class Generator(nn.Module):
         path); :func:`jpeg_jax.models.layers.conv2d` now writes them in the canonical form, and
         scan + remat (which recomputes every block) costs ~18 % over the loop: generator
         forward+backward, batch 4, 128^2, 1.85 vs 1.58 s/img (split convs); full paper-size
-        GAN step 0-10 % (``benchmarks/models.py``,
-        ``benchmarks/train_step.py``).
+        GAN step 0-10 % (``benchmarks/models.py``, ``benchmarks/train_step.py``).
       dtype: computation dtype (bfloat16 works); the output is always float32.
       param_dtype: parameter dtype (keep float32).
     """
