@@ -209,11 +209,29 @@ def test_conv2d_explicit_backward_equals_xla_autodiff(xshape, cout, size, dtype,
     k = jax.random.normal(kk, (size, size, xshape[-1], cout))
     g = jax.random.normal(kg, (*xshape[:-1], cout)).astype(dtype)
     ref_out, ref_vjp = jax.vjp(lambda x, k: layers._conv_same(x, k.astype(dtype)), x, k)
-    out, vjp = jax.vjp(layers._conv_canonical_vjp, x, k.astype(dtype))
+    out, vjp = jax.vjp(layers.conv2d, x, k.astype(dtype))
     np.testing.assert_array_equal(np.asarray(out, np.float32), np.asarray(ref_out, np.float32))
     for got, want in zip(vjp(g), ref_vjp(g), strict=True):
         want = np.asarray(want, np.float32)
         np.testing.assert_allclose(np.asarray(got, np.float32), want, atol=tol * np.abs(want).max())
+
+
+@pytest.mark.parametrize("channels", [(3,), (8, 4, 4, 1), (2, 5)])
+def test_conv2d_of_pieces_equals_xla_autodiff_of_the_concatenation(channels):
+    """The split dense convolution (one conv per piece, d/dx sliced from one conv, d/dkernel per
+    piece) against XLA's own gradients of the convolution of the concatenated input."""
+    keys = jax.random.split(jax.random.key(7), len(channels) + 2)
+    xs = [jax.random.normal(key, (3, 9, 11, c)) for key, c in zip(keys, channels, strict=False)]
+    k = jax.random.normal(keys[-2], (3, 3, sum(channels), 6))
+    g = jax.random.normal(keys[-1], (3, 9, 11, 6))
+    concat = lambda xs, k: layers._conv_same(jnp.concatenate(xs, axis=-1), k)
+    ref_out, ref_vjp = jax.vjp(concat, xs, k)
+    out, vjp = jax.vjp(layers.conv2d, xs, k)
+    np.testing.assert_allclose(out, ref_out, atol=1e-5 * np.abs(ref_out).max())
+    got, want = jax.tree.leaves(vjp(g)), jax.tree.leaves(ref_vjp(g))
+    assert [a.shape for a in got] == [b.shape for b in want]
+    for a, b in zip(got, want, strict=True):
+        np.testing.assert_allclose(a, b, atol=1e-5 * np.abs(b).max())
 
 
 @pytest.mark.parametrize("xshape, cout", [((2, 7, 5, 3), 7), ((3, 6, 9, 5), 2)])
@@ -243,11 +261,20 @@ def test_scanned_backward_uses_only_canonical_convolutions():
     assert set(labels) == {"b01f_01io->b01f"}, sorted(set(labels))
 
 
-def test_split_convs_same_output():
+def test_split_convs_same_output_and_grads():
     params = _tiny_params()
-    y = _images((1, 32, 32, 3))
+    y = _images((2, 32, 32, 3))
     run = lambda split: _run(Generator(**TINY, split_convs=split), params, y, key=jax.random.key(5))
     np.testing.assert_allclose(run(True), run(False), atol=1e-5)
+
+    def grads(split):
+        gen = Generator(**TINY, split_convs=split)
+        loss = lambda p: jnp.mean(gen.apply({"params": p}, y, None, rngs={"noise": key}) ** 2)
+        return jax.jit(jax.grad(loss))(params)
+
+    key = jax.random.key(6)
+    for a, b in zip(jax.tree.leaves(grads(True)), jax.tree.leaves(grads(False)), strict=True):
+        np.testing.assert_allclose(a, b, atol=1e-4 * np.abs(b).max())
 
 
 @pytest.mark.parametrize("hw", [(128, 128), (64, 96), (32, 32)])

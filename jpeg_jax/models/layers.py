@@ -90,24 +90,40 @@ def _conv_same(x: Array, kernel: Array, precision: Any = None, padding: Any = "S
     )
 
 
+def _conv_pieces(xs: Sequence[Array], kernel: Array, precision: Any = None) -> Array:
+    """The convolution of the channel concatenation of ``xs``, as a sum of one convolution per
+    piece over its slice of the kernel's input channels (the concatenation is never built)."""
+    ends = np.cumsum([int(x.shape[-1]) for x in xs])
+    return sum(
+        _conv_same(x, kernel[:, :, end - x.shape[-1] : end], precision)
+        for x, end in zip(xs, ends, strict=True)
+    )
+
+
 @partial(jax.custom_vjp, nondiff_argnums=(2,))
-def _conv_canonical_vjp(x: Array, kernel: Array, precision: Any = None) -> Array:
-    return _conv_same(x, kernel, precision)
+def _conv_canonical_vjp(xs: tuple[Array, ...], kernel: Array, precision: Any = None) -> Array:
+    return _conv_pieces(xs, kernel, precision)
 
 
-def _conv_fwd(x, kernel, precision):
-    return _conv_same(x, kernel, precision), (x, kernel)
+def _conv_fwd(xs, kernel, precision):
+    return _conv_pieces(xs, kernel, precision), (xs, kernel)
 
 
 def _conv_bwd(precision, residuals, g):
     """Both gradients as NHWC/HWIO convolutions, the only form XLA:CPU runs through Eigen.
 
-    d/dx: correlation of ``g`` with the spatially flipped, in/out-swapped kernel.
-    d/dkernel: see :func:`_kernel_grad`.
+    d/dx: correlation of ``g`` with the spatially flipped, in/out-swapped kernel, one
+    convolution for all pieces whose output is sliced (with several pieces, 5 % faster
+    forward+backward of the paper-size generator than one per piece, ``benchmarks/RESULTS.md``).
+    d/dkernel: one :func:`_kernel_grad` per piece, joined along the input channels (on the
+    concatenated input it was 40 % slower: the concatenation is copied again for every conv).
     """
-    x, kernel = residuals
+    xs, kernel = residuals
     dx = _conv_same(g, jnp.flip(kernel, (0, 1)).swapaxes(2, 3).astype(g.dtype), precision)
-    return dx, _kernel_grad(x, g, kernel.shape[0], precision).astype(kernel.dtype)
+    ends = np.cumsum([int(x.shape[-1]) for x in xs])
+    dxs = tuple(dx[..., end - x.shape[-1] : end] for x, end in zip(xs, ends, strict=True))
+    dk = [_kernel_grad(x, g, kernel.shape[0], precision) for x in xs]
+    return dxs, (dk[0] if len(dk) == 1 else jnp.concatenate(dk, axis=2)).astype(kernel.dtype)
 
 
 # Eigen contracts over (rows, columns, features) of the convolution that computes d/dkernel;
@@ -159,8 +175,12 @@ def _kernel_grad(x: Array, g: Array, size: int, precision: Any = None) -> Array:
 _conv_canonical_vjp.defvjp(_conv_fwd, _conv_bwd)
 
 
-def conv2d(x: Array, kernel: Array, precision: Any = None) -> Array:
+def conv2d(x: Array | Sequence[Array], kernel: Array, precision: Any = None) -> Array:
     """Stride-1 'SAME' convolution (odd square kernel), NHWC / HWIO, in ``x``'s dtype.
+
+    ``x`` may be a sequence of arrays: then it is the convolution of their channel
+    concatenation, computed as a sum of one convolution per piece over its slice of ``kernel``
+    (the concatenation is never built; the "split" dense convolutions).
 
     On the CPU backend the backward pass is written out explicitly (``_conv_bwd``): XLA:CPU
     rewrites gradient convolutions into the NHWC/HWIO form its Eigen kernels need only in the
@@ -171,10 +191,11 @@ def conv2d(x: Array, kernel: Array, precision: Any = None) -> Array:
     Eigen's speed (:func:`_kernel_grad`); values are identical, gradients equal to XLA's own up to
     float rounding (summation order).
     """
-    kernel = kernel.astype(x.dtype)
+    xs = tuple(x) if isinstance(x, list | tuple) else (x,)
+    kernel = kernel.astype(xs[0].dtype)
     if jax.default_backend() == "cpu":
-        return _conv_canonical_vjp(x, kernel, precision)
-    return _conv_same(x, kernel, precision)
+        return _conv_canonical_vjp(xs, kernel, precision)
+    return _conv_pieces(xs, kernel, precision)
 
 
 class DenseConv(nn.Module):
@@ -186,9 +207,8 @@ class DenseConv(nn.Module):
 
     ``split=True`` never materialises the concatenation: it sums one convolution per input over
     the matching kernel slice (mathematically identical; which is faster depends on the backend,
-    see ``benchmarks/models.py``). The noise map joins the concatenation with its kernel slice
-    scaled by ``noise_scale`` (cheaper than scaling the map); with ``split`` it is its own
-    1-channel convolution.
+    see ``benchmarks/models.py``). The noise map joins the inputs as one more piece, with its
+    kernel slice scaled by ``noise_scale`` (cheaper than scaling the map).
 
     Attributes:
       features: output channels.
@@ -221,22 +241,13 @@ class DenseConv(nn.Module):
         if draw:
             z = jax.random.normal(self.make_rng("noise"), inputs[0].shape[:-1] + (1,), jnp.float32)
             z, noise_kernel = z.astype(self.dtype), kernel[:, :, -1:] * scale
-        if self.split:
-            offsets = np.cumsum([0] + sizes)
-            y = sum(
-                conv2d(t, kernel[:, :, offsets[i] : offsets[i + 1]], self.precision)
-                for i, t in enumerate(inputs)
-            )
-            if draw:
-                y = y + conv2d(z, noise_kernel, self.precision)
-        else:
-            # The noise channel joins the concatenation: one convolution instead of an extra
-            # 1-channel one (7 % faster generator forward at batch 1 on XLA:CPU).
-            parts, k = inputs, kernel[:, :, : sum(sizes)]
-            if draw:
-                parts, k = [*inputs, z], jnp.concatenate([k, noise_kernel], axis=2)
-            x = parts[0] if len(parts) == 1 else jnp.concatenate(parts, axis=-1)
-            y = conv2d(x, k, self.precision)
+        parts, k = inputs, kernel[:, :, : sum(sizes)]
+        if draw:  # one more input (concatenated: one convolution, not an extra 1-channel one,
+            # 7 % faster generator forward at batch 1 on XLA:CPU)
+            parts, k = [*inputs, z], jnp.concatenate([k, noise_kernel], axis=2)
+        if not self.split:
+            parts = parts[0] if len(parts) == 1 else jnp.concatenate(parts, axis=-1)
+        y = conv2d(parts, k, self.precision)
         return y + bias.astype(self.dtype)
 
 
