@@ -4,8 +4,10 @@
         --out=runs/ffhq/eval [--data=/path/to/images] [--inception=fid_inception.npz]
 """
 
-from jpeg_jax.platform import configure_xla
+from jpeg_jax.platform import configure_xla, restart_with_huge_pages
 
+if __name__ == "__main__":
+    restart_with_huge_pages()  # XLA:CPU's scratch memory in 2 MiB pages (jpeg_jax.platform)
 configure_xla()
 
 import sys  # noqa: E402

@@ -3,8 +3,10 @@
 python train.py --config=configs/demo.py --workdir=runs/demo
 """
 
-from jpeg_jax.platform import configure_xla
+from jpeg_jax.platform import configure_xla, restart_with_huge_pages
 
+if __name__ == "__main__":
+    restart_with_huge_pages()  # XLA:CPU's scratch memory in 2 MiB pages (jpeg_jax.platform)
 configure_xla()
 
 import sys  # noqa: E402

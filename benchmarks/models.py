@@ -6,7 +6,12 @@ Usage (from the repository root; a few minutes on 2 cores):
     python benchmarks/models.py --memory         # + compiled memory of a G+D step, batch 32
     python benchmarks/models.py --variants loop,split,scan,scan_remat --skip-torch
 
-Torch and the JAX variants are timed interleaved, round by round, so ratios share the load.
+Torch and the JAX variants are timed interleaved, round by round, so ratios share the load, and
+by default each runs in its own worker process (``--in-process`` puts them all in this one), so
+that one implementation's memory traffic does not land on the next one's allocator: XLA:CPU's
+multi-GB scratch buffer is mmapped and unmapped on every call, and the implementation timed
+right after another one's call paid for it (``benchmarks/RESULTS.md``). The order rotates each
+round.
 
 Prints a table and writes ``benchmarks/results/models.json``. FLOP counts are analytic (the
 convolutions' multiply-adds x 2): 139.27 GFLOP per 128^2 forward, backward counted as 2x forward.
@@ -14,15 +19,19 @@ convolutions' multiply-adds x 2): 139.27 GFLOP per 128^2 forward, backward count
 
 from __future__ import annotations
 
-from jpeg_jax.platform import configure_xla
+from jpeg_jax.platform import configure_xla, restart_with_huge_pages
 
+if __name__ == "__main__":
+    restart_with_huge_pages()  # XLA:CPU's scratch memory in 2 MiB pages (jpeg_jax.platform)
 configure_xla()
 
 import argparse  # noqa: E402
 import json  # noqa: E402
+import multiprocessing  # noqa: E402
 import os  # noqa: E402
 import platform  # noqa: E402
 import time  # noqa: E402
+from functools import partial  # noqa: E402
 
 import jax  # noqa: E402
 import jax.numpy as jnp  # noqa: E402
@@ -47,18 +56,69 @@ def generator_gflop(
     return 2 * macs / 1e9
 
 
-def _median_times(fns: dict, iters: int) -> dict:
+def _timed_rounds(fns: dict, iters: int) -> dict:
     """Times every callable ``iters`` times, interleaved round by round (after one warm-up
-    round), so that load changes on the shared machine hit all of them alike. Returns medians."""
-    for fn in fns.values():
-        fn()
+    round), so that load changes on the shared machine hit all of them alike; the order rotates
+    by one each round, so none always runs right after the same other one. A callable returns
+    None (timed here) or its own seconds (a worker process). Returns every time, by name."""
+    names = list(fns)
     times = {name: [] for name in fns}
-    for _ in range(iters):
-        for name, fn in fns.items():
+    for r in range(iters + 1):
+        for name in names[r % len(names) :] + names[: r % len(names)]:
             t0 = time.perf_counter()
-            fn()
-            times[name].append(time.perf_counter() - t0)
-    return {name: float(np.median(t)) for name, t in times.items()}
+            sec = fns[name]()
+            if r:
+                times[name].append(time.perf_counter() - t0 if sec is None else sec)
+    return times
+
+
+def _worker(conn, impl: str, case: str, size: int) -> None:
+    """Worker process: builds one implementation of ``case``, sends its compile seconds (None for
+    torch, "missing" without torch), then times one call per request until sent False."""
+    global SIZE
+    SIZE = size
+    if impl == "torch":
+        os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # before torch starts OpenMP
+        fn, compile_s = prepare_torch(case), None
+        if fn is None:
+            compile_s = "missing"
+    else:
+        fn, compile_s = prepare_jax(VARIANTS[impl.removeprefix("jax_")], case)
+    conn.send(compile_s)
+    while conn.recv():
+        t0 = time.perf_counter()
+        fn()
+        conn.send(time.perf_counter() - t0)
+
+
+class _Workers:
+    """One worker process per implementation, started one after another (compiles do not
+    overlap); ``fns`` holds callables that run one timed call in their worker."""
+
+    def __init__(self, impls: list[str], case: str):
+        ctx = multiprocessing.get_context("spawn")
+        self.fns, self.compile_s, self._procs = {}, {}, []
+        for impl in impls:
+            here, there = ctx.Pipe()
+            proc = ctx.Process(target=_worker, args=(there, impl, case, SIZE), daemon=True)
+            proc.start()
+            self._procs.append((proc, here))
+            compile_s = here.recv()
+            if compile_s == "missing":
+                continue
+            if compile_s is not None:
+                self.compile_s[impl] = compile_s
+            self.fns[impl] = partial(self._call, here)
+
+    @staticmethod
+    def _call(conn) -> float:
+        conn.send(True)
+        return conn.recv()
+
+    def close(self) -> None:
+        for proc, conn in self._procs:
+            conn.send(False)
+            proc.join()
 
 
 VARIANTS = {  # name -> Generator options
@@ -234,6 +294,9 @@ def main() -> None:
     parser.add_argument("--cases", default=",".join(CASES))
     parser.add_argument("--memory-variants", default="scan,scan_remat")
     parser.add_argument("--skip-torch", action="store_true")
+    parser.add_argument(
+        "--in-process", action="store_true", help="time everything in this process (no workers)"
+    )
     parser.add_argument("--memory", action="store_true")
     parser.add_argument("--out", default="benchmarks/results/models.json")
     args = parser.parse_args()
@@ -247,23 +310,34 @@ def main() -> None:
         "loadavg_start": os.getloadavg()[0],
     }
     results["xla_flags"] = os.environ.get("XLA_FLAGS", "")
+    results["glibc_tunables"] = os.environ.get("GLIBC_TUNABLES", "")  # both JAX and torch
     cases = tuple(args.cases.split(",")) if args.cases else ()
     variants = list(filter(None, args.variants.split(",")))
+    results["isolated_processes"] = not args.in_process
+    impls = ([] if args.skip_torch else ["torch"]) + [f"jax_{v}" for v in variants]
     for case in cases:
-        fns, compile_s = {}, {}
-        if not args.skip_torch and (step := prepare_torch(case)) is not None:
-            fns["torch"] = step
-        for variant in variants:
-            fns[f"jax_{variant}"], compile_s[f"jax_{variant}"] = prepare_jax(
-                VARIANTS[variant], case
-            )
-            print(f"  compiled jax {variant} {case}: {compile_s[f'jax_{variant}']:.1f} s")
-        for impl, sec in _median_times(fns, args.iters).items():
-            entry = {"s_per_img": sec / _batch(case)}
+        workers = None
+        if args.in_process:
+            fns, compile_s = {}, {}
+            if "torch" in impls and (step := prepare_torch(case)) is not None:
+                fns["torch"] = step
+            for impl in [i for i in impls if i != "torch"]:
+                fns[impl], compile_s[impl] = prepare_jax(VARIANTS[impl[4:]], case)
+        else:
+            workers = _Workers(impls, case)
+            fns, compile_s = workers.fns, workers.compile_s
+        for impl, sec in compile_s.items():
+            print(f"  compiled {impl} {case}: {sec:.1f} s")
+        for impl, secs in _timed_rounds(fns, args.iters).items():
+            per_img = [sec / _batch(case) for sec in secs]
+            entry = {"s_per_img": float(np.median(per_img)), "rounds_s_per_img": per_img}
             if impl in compile_s:
                 entry["compile_s"] = compile_s[impl]
             results.setdefault(impl, {})[case] = entry
-            print(f"  {impl} {case}: {entry}", flush=True)
+            rounds = ", ".join(f"{t:.3f}" for t in per_img)
+            print(f"  {impl} {case}: {entry['s_per_img']:.3f} s/img (rounds {rounds})", flush=True)
+        if workers is not None:
+            workers.close()
         fns.clear()
         _save(results, args.out)
     print(f"{'impl':<16}{'case':<11}{'s/img':>8}{'GFLOP/s':>9}{'vs torch':>9}{'compile s':>10}")

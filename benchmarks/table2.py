@@ -7,8 +7,10 @@ the float one) and for the RGB path (no colour transform). Writes benchmarks/res
     python benchmarks/table2.py
 """
 
-from jpeg_jax.platform import configure_xla
+from jpeg_jax.platform import configure_xla, restart_with_huge_pages
 
+if __name__ == "__main__":
+    restart_with_huge_pages()  # XLA:CPU's scratch memory in 2 MiB pages (jpeg_jax.platform)
 configure_xla()
 
 import json  # noqa: E402

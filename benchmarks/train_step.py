@@ -28,8 +28,10 @@ import sys
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from jpeg_jax.platform import configure_xla  # noqa: E402
+from jpeg_jax.platform import configure_xla, restart_with_huge_pages  # noqa: E402
 
+if __name__ == "__main__":
+    restart_with_huge_pages()  # XLA:CPU's scratch memory in 2 MiB pages (jpeg_jax.platform)
 configure_xla()
 
 import argparse  # noqa: E402
@@ -311,6 +313,7 @@ def main() -> None:
         "load_avg_start": os.getloadavg(),
         "jax": jax.__version__,
         "xla_flags": os.environ.get("XLA_FLAGS", ""),
+        "glibc_tunables": os.environ.get("GLIBC_TUNABLES", ""),
         "setup": {
             "smoke": args.smoke,
             "batch": BATCH,

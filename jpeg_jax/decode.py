@@ -18,7 +18,7 @@ import tempfile
 import traceback
 from collections.abc import Sequence
 
-from jpeg_jax.platform import configure_xla
+from jpeg_jax.platform import configure_xla, restart_with_huge_pages
 
 PROG = "jpeg-jax-decode"
 FORMATS = {"png": "PNG", "tiff": "TIFF", "webp": "WEBP"}
@@ -367,6 +367,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         build_parser().error("--uncertainty needs at least 2 samples (-n 2 or more)")
     if args.tile and args.tile < 2 * args.overlap:
         build_parser().error(f"--tile must be at least 2 x --overlap ({2 * args.overlap})")
+    if argv is None:  # run as a program (not called from Python): see restart_with_huge_pages
+        restart_with_huge_pages()
     configure_xla()  # before JAX starts its backend (the first computation below)
     from tqdm import tqdm
 
