@@ -55,9 +55,11 @@ def hide_accelerators_from_tensorflow() -> None:
 # whole block back in, 4 KiB page by 4 KiB page (760,000 faults, ~1.2 s of kernel time per call
 # on 2 cores). With this tunable glibc asks for transparent huge pages on its large mappings
 # (madvise), so the same memory comes back in 2 MiB pages: 3,000-35,000 faults, forward+backward
-# 1.42 -> 1.27 s/img, forward batch 8 0.44 -> 0.42 (benchmarks/RESULTS.md). Keeping the freed
-# memory instead (one malloc arena, no mmap, no trimming) removed every fault but made user
-# time grow as much and slowed tf.data-fed training by ~20 %; huge pages have neither cost.
+# 1.42 -> 1.27 s/img, forward batch 8 ~7 % faster, batch 1 and the tf.data-fed demo unchanged,
+# one program at a time (benchmarks/RESULTS.md; a models.py run with four worker processes
+# taking turns did not show the forward gain). Keeping the freed memory instead (one malloc
+# arena, no mmap, no trimming) removed every fault but made user time grow as much and slowed
+# tf.data-fed training by ~20 %.
 MALLOC_TUNABLES = {"glibc.malloc.hugetlb": "1"}
 # 1: restart with the tunables; 0: never; unset: the program's default (on).
 HUGE_PAGES_ENV = "JPEG_JAX_HUGE_PAGES"

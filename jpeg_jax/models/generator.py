@@ -146,11 +146,11 @@ class Generator(nn.Module):
       pad_multiple: inputs are edge-padded to a multiple of this.
       split_convs: compute each dense conv as a sum of per-input convs instead of concatenating
         (same parameters and results; a speed knob). ``None`` (default) splits on the CPU backend
-        when ``num_grow_ch >= 32``, where it measured fastest (paper size, 2 cores: forward
-        0.62-0.77x and forward+backward 0.86-0.97x the concatenation's time in
-        ``benchmarks/models.py``, which times the concatenation right after torch, a 10-20 %
-        handicap there), and concatenates otherwise (the demo's 32/16-wide model: split 12 %
-        slower; GPUs: unmeasured).
+        when ``num_grow_ch >= 32``, where it measured fastest for training (paper size, 2
+        cores, ``benchmarks/models.py``, separate processes: forward+backward batch 4 0.66-0.92x
+        the concatenation's time, forward batch 8 0.83-1.0x, forward batch 1 1.06-1.5x), and
+        concatenates otherwise (the demo's 32/16-wide model: split 12 % slower; GPUs:
+        unmeasured). For inference on CPU, ``scan=True`` was the fastest of all.
       remat: rematerialise each RRDB in the backward pass, storing only the RRDB inputs. In a
         loop this uses :func:`checkpoint_in_order` (``nn.remat`` saves nothing on XLA:CPU);
         with ``scan`` it is ``jax.checkpoint`` of the scan body. Noise is regenerated from the
