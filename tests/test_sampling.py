@@ -169,7 +169,10 @@ def test_restore_from_an_export(tmp_path, params):
     b = sampling.restore(export.load(path), f, 1, jax.random.key(0)).samples
     c = sampling.restore((MODEL, params), f, 1, jax.random.key(0)).samples
     np.testing.assert_array_equal(a, b)
-    np.testing.assert_array_equal(a, c)
+    # On CPU an export runs with the scanned trunk (faster forward, shorter compile): the same
+    # samples as the unrolled module it was saved from.
+    assert sampling.resolve_model(path)[0].scan == (jax.default_backend() == "cpu")
+    np.testing.assert_allclose(a, c, atol=1e-5)
 
 
 def test_errors(params):

@@ -150,7 +150,8 @@ class Generator(nn.Module):
         cores, ``benchmarks/models.py``, separate processes: forward+backward batch 4 0.66-0.92x
         the concatenation's time, forward batch 8 0.83-1.0x, forward batch 1 1.06-1.5x), and
         concatenates otherwise (the demo's 32/16-wide model: split 12 % slower; GPUs:
-        unmeasured). For inference on CPU, ``scan=True`` was the fastest of all.
+        unmeasured). For inference on CPU ``scan=True`` was the fastest of all; exports are
+        sampled with it there (:func:`jpeg_jax.sampling.resolve_model`).
       remat: rematerialise each RRDB in the backward pass, storing only the RRDB inputs. In a
         loop this uses :func:`checkpoint_in_order` (``nn.remat`` saves nothing on XLA:CPU);
         with ``scan`` it is ``jax.checkpoint`` of the scan body. Noise is regenerated from the
