@@ -90,14 +90,17 @@ def _conv_same(x: Array, kernel: Array, precision: Any = None, padding: Any = "S
     )
 
 
+def _piece_channels(xs: Sequence[Array]) -> list[slice]:
+    """The channels of the concatenation of ``xs`` that each piece occupies."""
+    ends = np.cumsum([int(x.shape[-1]) for x in xs])
+    return [slice(int(end) - int(x.shape[-1]), int(end)) for x, end in zip(xs, ends, strict=True)]
+
+
 def _conv_pieces(xs: Sequence[Array], kernel: Array, precision: Any = None) -> Array:
     """The convolution of the channel concatenation of ``xs``, as a sum of one convolution per
     piece over its slice of the kernel's input channels (the concatenation is never built)."""
-    ends = np.cumsum([int(x.shape[-1]) for x in xs])
-    return sum(
-        _conv_same(x, kernel[:, :, end - x.shape[-1] : end], precision)
-        for x, end in zip(xs, ends, strict=True)
-    )
+    pieces = zip(xs, _piece_channels(xs), strict=True)
+    return sum(_conv_same(x, kernel[:, :, channels], precision) for x, channels in pieces)
 
 
 @partial(jax.custom_vjp, nondiff_argnums=(2,))
@@ -120,8 +123,7 @@ def _conv_bwd(precision, residuals, g):
     """
     xs, kernel = residuals
     dx = _conv_same(g, jnp.flip(kernel, (0, 1)).swapaxes(2, 3).astype(g.dtype), precision)
-    ends = np.cumsum([int(x.shape[-1]) for x in xs])
-    dxs = tuple(dx[..., end - x.shape[-1] : end] for x, end in zip(xs, ends, strict=True))
+    dxs = tuple(dx[..., channels] for channels in _piece_channels(xs))
     dk = [_kernel_grad(x, g, kernel.shape[0], precision) for x in xs]
     return dxs, (dk[0] if len(dk) == 1 else jnp.concatenate(dk, axis=2)).astype(kernel.dtype)
 
