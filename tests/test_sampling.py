@@ -172,7 +172,7 @@ def test_restore_from_an_export(tmp_path, params):
     # On CPU an export runs with the scanned trunk (faster forward, shorter compile): the same
     # samples as the unrolled module it was saved from.
     assert sampling.resolve_model(path)[0].scan == (jax.default_backend() == "cpu")
-    np.testing.assert_allclose(a, c, atol=1e-5)
+    np.testing.assert_array_equal(a, c)
 
 
 def test_errors(params):
