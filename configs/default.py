@@ -26,6 +26,7 @@ def get_config() -> ml_collections.ConfigDict:
     config.max_consecutive_skips = 20  # non-finite steps in a row before the run stops
     config.distributed = False  # jax.distributed.initialize() (multi-host)
     config.init_from_export = ""  # initialise G from an export (regression warm start)
+    config.regression_warmup_steps = 0  # GAN mode: the first N steps train G on MSE alone
     config.demo_figure = False  # after training: figure + metrics for a held-out photo
 
     config.data = default_data_config()

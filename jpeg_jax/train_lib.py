@@ -200,17 +200,20 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str):
     with _Preemption() as preemption:
         for step in range(start_step, config.num_train_steps):
             batch = train_step.global_batch(mesh, next(batches))
+            warmup = config.mode == "gan" and step < config.regression_warmup_steps
             moments = (
                 config.mode == "gan"
+                and not warmup
                 and (config.loss.fm_weight > 0 or config.loss.sm_weight > 0)
                 and step % config.loss.fm_every == 0
             )
-            state, step_metrics = step_fn(state, batch, step_key, moments)
+            state, step_metrics = step_fn(state, batch, step_key, moments, warmup)
             window.append(step_metrics)
             done = step + 1
             bar.update(1)
             if done % config.log_every_steps == 0 or done == config.num_train_steps:
-                values = {k: float(np.mean([m[k] for m in window])) for k in window[0]}
+                names = dict.fromkeys(k for m in window for k in m)  # phases log different keys
+                values = {k: float(np.mean([m[k] for m in window if k in m])) for k in names}
                 if int(jax.device_get(state.skips)) >= config.max_consecutive_skips:
                     raise TrainingError(
                         f"{int(state.skips)} consecutive steps had a non-finite loss or "

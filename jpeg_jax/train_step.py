@@ -43,6 +43,8 @@ def make_train_step(config, models, optimizers) -> Callable:
 
     ``moments`` (static; pass it positionally to the compiled step) says whether this step
     computes FM/SM; the training loop passes ``step % fm_every == 0`` (two compiled variants).
+    ``warmup`` (static, positional after ``moments``): a regression step in GAN mode (no critic
+    update, MSE of the zero-noise output), the loop's first ``regression_warmup_steps`` steps.
     ``None`` decides inside the step with ``lax.cond``: correct, but on XLA:CPU the branch ran
     20x slower than the same code unconditioned (jax 0.10.2).
 
@@ -91,9 +93,9 @@ def make_train_step(config, models, optimizers) -> Callable:
             sm = losses.second_moment_penalty(x, samples, x_mmse)
         return fm, sm
 
-    def generator_loss(g_params, state, d_params, batch, keys, step, moments):
+    def generator_loss(g_params, state, d_params, batch, keys, step, moments, warmup):
         x, y, qt = batch["x"], batch["y"], batch["qtables"]
-        if regression:
+        if regression or warmup:
             x_hat = generator.apply({"params": g_params}, y, qt, deterministic=True)
             mse = losses.mse_loss(x, x_hat)
             return mse, {"mse": mse}
@@ -120,12 +122,12 @@ def make_train_step(config, models, optimizers) -> Callable:
             total += cl.mse_weight * aux["mse"]
         return total, aux
 
-    def step(state: TrainState, batch, key, moments: bool | None = None):
+    def step(state: TrainState, batch, key, moments: bool | None = None, warmup: bool = False):
         key = jax.random.fold_in(key, state.step)
         d_key, g_key, moment_key = jax.random.split(key, 3)
         metrics = {}
         d_params, d_opt_state, d_ok = state.d_params, state.d_opt_state, jnp.array(True)
-        if not regression:
+        if not (regression or warmup):
             d_loss, d_aux, d_grads = critic_update(state, batch, d_key)
             d_ok = _all_finite(d_loss, d_grads)
             d_params, d_opt_state = _apply_update(
@@ -133,7 +135,7 @@ def make_train_step(config, models, optimizers) -> Callable:
             )
             metrics.update(d_aux)
         (g_loss, g_aux), g_grads = jax.value_and_grad(generator_loss, has_aux=True)(
-            state.g_params, state, d_params, batch, (g_key, moment_key), state.step, moments
+            state.g_params, state, d_params, batch, (g_key, moment_key), state.step, moments, warmup
         )
         g_ok = _all_finite(g_loss, g_grads)
         g_params, g_opt_state = _apply_update(
@@ -177,7 +179,7 @@ def compile_step(step_fn, mesh: Mesh, state_example):
         step_fn,
         in_shardings=(state_sharding, batch_sharding, replicated),
         out_shardings=(state_sharding, replicated),
-        static_argnums=(3,),
+        static_argnums=(3, 4),
         donate_argnums=0,
     )
 
