@@ -56,6 +56,7 @@ def default_data_config() -> ml_collections.ConfigDict:
             "train_split": "train",  # embedded/folder/ffhq: "train"; tfds: any split string.
             "eval_split": "test",
             "patch_size": 128,  # training patch side (paper: 128).
+            "max_crop_side": 0,  # largest random crop side resized to the patch (0: short side).
             "quality_mode": "fixed",  # "fixed" | "uniform" | "blind" (paper's blind sampler).
             "quality": 5,  # fixed mode.
             "quality_min": 5,  # uniform / blind lower bound (inclusive).
@@ -205,7 +206,7 @@ def build_train_dataset(
         data = tf.io.read_file(item) if source.items_are_paths else item
         seed_i = tf.stack([tf.constant(example_key, tf.int64), i])
         patch_seed, quality_seed = tf.unstack(tf.random.experimental.stateless_split(seed_i, 2))
-        x = transforms.random_patch(data, patch_seed, c.patch_size)
+        x = transforms.random_patch(data, patch_seed, c.patch_size, c.max_crop_side)
         quality = transforms.sample_quality(
             quality_seed,
             c.quality_mode,

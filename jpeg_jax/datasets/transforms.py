@@ -58,11 +58,12 @@ def decode(data: tf.Tensor) -> tf.Tensor:
     return tf.ensure_shape(image, [None, None, 3])
 
 
-def crop_window(height, width, patch_size: int, seed):
+def crop_window(height, width, patch_size: int, seed, max_side: int = 0):
     """Random square crop: side uniform in [min(patch, m), m], m = min(H, W); uniform position.
 
     Images smaller than the patch give a side of m (the whole short side), which the caller
-    then upscales to the patch size.
+    then upscales to the patch size. ``max_side > 0`` caps m at ``max(max_side, patch_size)``
+    (crops near the native scale instead of mostly downscaled whole images).
 
     Returns:
       int32 scalars ``(top, left, side)`` with ``0 <= top``, ``top + side <= height``, same
@@ -70,6 +71,8 @@ def crop_window(height, width, patch_size: int, seed):
     """
     seeds = tf.random.experimental.stateless_split(seed, 3)
     short = tf.minimum(height, width)
+    if max_side > 0:
+        short = tf.minimum(short, max(max_side, patch_size))
     lowest = tf.minimum(short, patch_size)
     side = tf.random.stateless_uniform([], seeds[0], lowest, short + 1, dtype=tf.int32)
     top = tf.random.stateless_uniform([], seeds[1], 0, height - side + 1, dtype=tf.int32)
@@ -83,7 +86,7 @@ def resize(image: tf.Tensor, size) -> tf.Tensor:
     return tf.cast(tf.round(tf.clip_by_value(resized, 0.0, 255.0)), tf.uint8)
 
 
-def random_patch(data: tf.Tensor, seed: tf.Tensor, patch_size: int) -> tf.Tensor:
+def random_patch(data: tf.Tensor, seed: tf.Tensor, patch_size: int, max_side: int = 0) -> tf.Tensor:
     """The paper's training patch from encoded image bytes: crop, resize, random h-flip.
 
     JPEG sources decode only the crop window (``decode_and_crop_jpeg``), other formats whole.
@@ -92,6 +95,7 @@ def random_patch(data: tf.Tensor, seed: tf.Tensor, patch_size: int) -> tf.Tensor
       data: scalar string, encoded image.
       seed: int64 [2] stateless seed of this example.
       patch_size: output side P.
+      max_side: largest crop side before resizing (0: the image's short side).
 
     Returns:
       uint8 (P, P, 3).
@@ -100,7 +104,7 @@ def random_patch(data: tf.Tensor, seed: tf.Tensor, patch_size: int) -> tf.Tensor
 
     def jpeg():
         shape = tf.io.extract_jpeg_shape(data, output_type=tf.int32)
-        top, left, side = crop_window(shape[0], shape[1], patch_size, crop_seed)
+        top, left, side = crop_window(shape[0], shape[1], patch_size, crop_seed, max_side)
         # libjpeg's cropped decode upsamples chroma differently at the window's edges; decode
         # a margin around the window so the kept pixels equal the full decode's bit for bit.
         top0, left0 = tf.maximum(top - _CROP_MARGIN, 0), tf.maximum(left - _CROP_MARGIN, 0)
@@ -113,7 +117,7 @@ def random_patch(data: tf.Tensor, seed: tf.Tensor, patch_size: int) -> tf.Tensor
     def other():
         image = decode(data)
         shape = tf.shape(image)
-        top, left, side = crop_window(shape[0], shape[1], patch_size, crop_seed)
+        top, left, side = crop_window(shape[0], shape[1], patch_size, crop_seed, max_side)
         return image[top : top + side, left : left + side]
 
     crop = tf.cond(tf.io.is_jpeg(data), jpeg, other)
