@@ -48,6 +48,7 @@ def get_config() -> ml_collections.ConfigDict:
             "split_convs": config_dict.placeholder(bool),
             "remat": False,  # rematerialise RRDBs in the backward pass (memory)
             "scan": False,  # lax.scan over RRDBs: ~6x faster compiles; with remat < 8 GiB
+            "input_skip": False,  # output = y + network(y) (not in the paper; demo)
             "dtype": "float32",
         }
     )

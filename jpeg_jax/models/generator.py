@@ -167,6 +167,8 @@ class Generator(nn.Module):
         scan + remat (which recomputes every block) costs ~18 % over the loop: generator
         forward+backward, batch 4, 128^2, 1.85 vs 1.58 s/img (split convs); full paper-size
         GAN step 0-10 % (``benchmarks/models.py``, ``benchmarks/train_step.py``).
+      input_skip: add the input ``y`` to the output, so the network learns the correction
+        ``x - y`` and starts near the JPEG decode (not in the paper; for short trainings).
       dtype: computation dtype (bfloat16 works); the output is always float32.
       param_dtype: parameter dtype (keep float32).
     """
@@ -181,6 +183,7 @@ class Generator(nn.Module):
     split_convs: bool | None = None
     remat: bool = False
     scan: bool = False
+    input_skip: bool = False
     dtype: Dtype = jnp.float32
     param_dtype: Dtype = jnp.float32
 
@@ -277,7 +280,8 @@ class Generator(nn.Module):
             up = FiLM(self.dtype, self.param_dtype, name="film_up")(up, emb)
         out = leaky_relu(self._conv(self.num_feat, "conv_hr")([up]))
         out = self._conv(3, "conv_last")([out])
-        return out[:, :h, :w, :].astype(jnp.float32).reshape(b, h, w, 3)
+        out = out[:, :h, :w, :].astype(jnp.float32).reshape(b, h, w, 3)
+        return out + y.astype(jnp.float32) if self.input_skip else out
 
 
 def abstract_params(generator: Generator) -> Any:
