@@ -27,6 +27,7 @@ def get_config() -> ml_collections.ConfigDict:
     config.distributed = False  # jax.distributed.initialize() (multi-host)
     config.init_from_export = ""  # initialise G from an export (regression warm start)
     config.regression_warmup_steps = 0  # GAN mode: the first N steps train G on MSE alone
+    config.regression_warmup_critic = False  # ... and the critic on G's (zero-noise) output
     config.demo_figure = False  # after training: figure + metrics for a held-out photo
 
     config.data = default_data_config()

@@ -43,8 +43,10 @@ def make_train_step(config, models, optimizers) -> Callable:
 
     ``moments`` (static; pass it positionally to the compiled step) says whether this step
     computes FM/SM; the training loop passes ``step % fm_every == 0`` (two compiled variants).
-    ``warmup`` (static, positional after ``moments``): a regression step in GAN mode (no critic
-    update, MSE of the zero-noise output), the loop's first ``regression_warmup_steps`` steps.
+    ``warmup`` (static, positional after ``moments``): a regression step in GAN mode (G on the
+    MSE of its zero-noise output; the critic is updated on that output when
+    ``config.regression_warmup_critic``, else not at all), the loop's first
+    ``regression_warmup_steps`` steps.
     ``None`` decides inside the step with ``lax.cond``: correct, but on XLA:CPU the branch ran
     20x slower than the same code unconditioned (jax 0.10.2).
 
@@ -69,9 +71,13 @@ def make_train_step(config, models, optimizers) -> Callable:
     def d_apply(params, x, y, qtables):
         return critic.apply({"params": params}, x, y, qtables if critic.film else None)
 
-    def critic_update(state, batch, key):
+    def critic_update(state, batch, key, warmup):
         x, y, qt = batch["x"], batch["y"], batch["qtables"]
-        fake = jax.lax.stop_gradient(g_apply(state.g_params, y, qt, key))
+        if warmup:  # what G is being trained to output in the warm-up
+            fake = generator.apply({"params": state.g_params}, y, qt, deterministic=True)
+        else:
+            fake = g_apply(state.g_params, y, qt, key)
+        fake = jax.lax.stop_gradient(fake)
 
         def loss_fn(d_params):
             critic_fn = lambda images, cond: d_apply(d_params, images, cond, qt)  # noqa: E731
@@ -127,8 +133,8 @@ def make_train_step(config, models, optimizers) -> Callable:
         d_key, g_key, moment_key = jax.random.split(key, 3)
         metrics = {}
         d_params, d_opt_state, d_ok = state.d_params, state.d_opt_state, jnp.array(True)
-        if not (regression or warmup):
-            d_loss, d_aux, d_grads = critic_update(state, batch, d_key)
+        if not regression and (not warmup or config.regression_warmup_critic):
+            d_loss, d_aux, d_grads = critic_update(state, batch, d_key, warmup)
             d_ok = _all_finite(d_loss, d_grads)
             d_params, d_opt_state = _apply_update(
                 d_tx, d_grads, state.d_opt_state, state.d_params, d_ok
