@@ -65,6 +65,7 @@ def get_config() -> ml_collections.ConfigDict:
             "b1": 0.0,
             "b2": 0.99,
             "ema_decay": 0.999,
+            "warmup_lr_init": 0.0,  # > 0: own cosine for the regression warm-up, then lr_init
         }
     )
 

@@ -49,3 +49,27 @@ def cosine_increase(min_value: float, max_value: float, steps: int) -> optax.Sch
         return min_value + 0.5 * (max_value - min_value) * (1.0 + jnp.cos(jnp.pi * (1.0 + t)))
 
     return schedule
+
+
+def two_phase_cosine_lr(
+    boundary: int, first_init: float, init_value: float, final_value: float, steps: int
+) -> optax.Schedule:
+    """Two cosine annealings: ``first_init -> final`` over steps ``[0, boundary)``, then
+    ``init_value -> final`` over ``[boundary, steps)`` (e.g. a regression warm-up, then the GAN).
+
+    Args:
+        boundary: first step of the second phase (0 < boundary < steps).
+        first_init: learning rate at step 0.
+        init_value: learning rate at step ``boundary``.
+        final_value: learning rate at the end of each phase.
+        steps: total steps T.
+    """
+    if not 0 < boundary < steps:
+        raise ValueError(f"two_phase_cosine_lr: need 0 < boundary < steps, got {boundary}, {steps}")
+    return optax.join_schedules(
+        [
+            cosine_lr(first_init, final_value, boundary),
+            cosine_lr(init_value, final_value, steps - boundary),
+        ],
+        [boundary],
+    )

@@ -58,10 +58,22 @@ def make_models(config: ml_collections.ConfigDict) -> tuple[Generator, Critic]:
     return Generator(**generator_kwargs(config)), critic
 
 
+def learning_rate(config: ml_collections.ConfigDict) -> optax.Schedule:
+    """Cosine ``lr_init -> lr_final`` over ``lr_steps``; with a regression warm-up and
+    ``optim.warmup_lr_init > 0``, the warm-up anneals its own cosine from ``warmup_lr_init`` and
+    the GAN's starts afresh at ``lr_init`` (:func:`schedules.two_phase_cosine_lr`)."""
+    o, warmup = config.optim, config.regression_warmup_steps
+    if config.mode == "gan" and warmup > 0 and o.warmup_lr_init > 0:
+        return schedules.two_phase_cosine_lr(
+            warmup, o.warmup_lr_init, o.lr_init, o.lr_final, o.lr_steps
+        )
+    return schedules.cosine_lr(o.lr_init, o.lr_final, o.lr_steps)
+
+
 def make_optimizers(config: ml_collections.ConfigDict):
-    """Adam (betas from the config; paper: 0, 0.99) on the cosine lr schedule, for G and D."""
+    """Adam (betas from the config; paper: 0, 0.99) on :func:`learning_rate`, for G and D."""
     o = config.optim
-    lr = schedules.cosine_lr(o.lr_init, o.lr_final, o.lr_steps)
+    lr = learning_rate(config)
     make = lambda: optax.adam(lr, b1=o.b1, b2=o.b2)  # noqa: E731
     return make(), make()
 

@@ -12,7 +12,7 @@ from jax.sharding import Mesh, NamedSharding
 from jax.sharding import PartitionSpec as P
 
 from jpeg_jax import jpeg, losses, schedules
-from jpeg_jax.train_state import TrainState
+from jpeg_jax.train_state import TrainState, learning_rate
 
 
 def _all_finite(*trees) -> jax.Array:
@@ -62,7 +62,7 @@ def make_train_step(config, models, optimizers) -> Callable:
     lambda_c = schedules.cosine_increase(
         cl.consistency_min, cl.consistency_max, cl.consistency_steps
     )
-    lr = schedules.cosine_lr(config.optim.lr_init, config.optim.lr_final, config.optim.lr_steps)
+    lr = learning_rate(config)
     regression = config.mode == "regression"
 
     def g_apply(params, y, qtables, key):
