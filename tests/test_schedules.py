@@ -49,6 +49,22 @@ def test_cosine_increase_is_monotone_and_jittable():
     np.testing.assert_allclose(jax.jit(lam)(np.int32(1000)), 10.0, rtol=1e-6)
 
 
+def test_two_phase_cosine_lr_restarts_at_the_boundary():
+    first, init, final, boundary, steps = 2e-3, 5e-4, 1e-5, 100, 300
+
+    def closed_form(t):
+        if t < boundary:
+            return final + (first - final) * (1 + math.cos(math.pi * t / boundary)) / 2
+        u = min(t - boundary, steps - boundary)
+        return final + (init - final) * (1 + math.cos(math.pi * u / (steps - boundary))) / 2
+
+    lr = schedules.two_phase_cosine_lr(boundary, first, init, final, steps)
+    for t in (0, 1, 37, 99, 100, 101, 200, 299, 300, 500):
+        np.testing.assert_allclose(lr(t), closed_form(t), rtol=1e-5, atol=1e-6 * first)
+    with pytest.raises(ValueError):
+        schedules.two_phase_cosine_lr(300, first, init, final, steps)
+
+
 def test_invalid_arguments():
     with pytest.raises(ValueError):
         schedules.cosine_lr(0.0, 1e-7, 10)
