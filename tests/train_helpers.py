@@ -10,6 +10,7 @@ def tiny_config():
     config = demo.get_config()
     config.batch_size = 8
     config.num_train_steps = 6
+    config.regression_warmup_steps = 0  # the GAN path from step 0 (the demo warms up first)
     config.log_every_steps = 2
     config.checkpoint_every_steps = 2
     config.eval_every_steps = 0
