@@ -21,7 +21,7 @@ FLAGS = flags.FLAGS
 config_flags.DEFINE_config_file(
     "config", None, "Config whose `data` section describes the test set."
 )
-flags.DEFINE_string("checkpoint", None, "Export directory (python -m jpeg_jax.export ...).")
+flags.DEFINE_string("checkpoint", None, "Export directory (train.py writes WORKDIR/export).")
 flags.DEFINE_string("data", None, "Folder of test images (overrides the config's data source).")
 flags.DEFINE_integer(
     "quality", None, "JPEG quality of the test inputs (paper: FFHQ 5, ImageNet 10)."

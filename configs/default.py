@@ -24,7 +24,12 @@ def get_config() -> ml_collections.ConfigDict:
     config.eval_every_steps = 5_000  # held-out metrics + image grid (0: never)
     config.num_eval_images = 8
     config.max_consecutive_skips = 20  # non-finite steps in a row before the run stops
-    config.distributed = False  # jax.distributed.initialize() (multi-host)
+    config.distributed = False  # jax.distributed.initialize(): SLURM/Open MPI/Cloud TPU detected
+    config.coordinator_address = ""  # without a cluster manager: "host:port" of process 0
+    config.num_processes = 0  # without a cluster manager: processes in the job (0: detect)
+    config.process_id = -1  # without a cluster manager: this process's index (-1: detect)
+    config.heartbeat_timeout_s = 100  # a process silent this long is lost: the others stop
+    config.initialization_timeout_s = 300  # how long processes wait for each other at start
     config.init_from_export = ""  # initialise G from an export (regression warm start)
     config.demo_figure = False  # after training: figure + metrics for a held-out photo
 

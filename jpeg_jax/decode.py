@@ -86,7 +86,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--checkpoint",
         required=True,
         metavar="EXPORT",
-        help="the trained model: a folder written by `python -m jpeg_jax.export`",
+        help="the trained model: a folder written by `python -m jpeg_jax.export_checkpoint`",
     )
     p.add_argument(
         "-n",
