@@ -1,5 +1,6 @@
 """A tiny training config and synthetic batches shared by the training tests."""
 
+import errno
 import json
 import os
 import pathlib
@@ -62,12 +63,18 @@ def free_slurm_job_id(rng=None) -> int:
 
 
 def _port_free(port: int) -> bool:
-    family, host = (socket.AF_INET6, "::") if socket.has_ipv6 else (socket.AF_INET, "")
-    with socket.socket(family, socket.SOCK_STREAM) as s:
-        try:
-            s.bind((host, port))
-        except OSError:
-            return False
+    """Nothing listens on ``port`` (IPv4, and IPv6 where the machine has it: JAX binds [::])."""
+    for family, host in ((socket.AF_INET, ""), (socket.AF_INET6, "::")):
+        with socket.socket(family, socket.SOCK_STREAM) as s:
+            try:
+                s.bind((host, port))
+            except OSError as e:
+                if family == socket.AF_INET6 and e.errno in (
+                    errno.EAFNOSUPPORT,
+                    errno.EADDRNOTAVAIL,
+                ):
+                    continue  # no IPv6 here
+                return False
     return True
 
 
