@@ -66,6 +66,9 @@ def default_data_config() -> ml_collections.ConfigDict:
             "eval_quality": 5,  # evaluation JPEG quality (paper: FFHQ 5, ImageNet 10).
             "eval_crop": 0,  # evaluation: 0 = whole images, else central crop of this side.
             "eval_num_examples": -1,  # evaluation: first N images of the split, -1 = all.
+            # evaluation: only the eval_split's images named in a list: "" (all), "ctest10k"
+            # (ImageNet validation, Table 5) or a list file (jpeg_jax.datasets.subsets).
+            "eval_subset": "",
             "num_parallel_calls": -1,  # per-example map threads, -1 = tf.data AUTOTUNE.
             "prefetch": -1,  # batches prefetched, -1 = AUTOTUNE.
         }
@@ -263,7 +266,8 @@ def build_eval_dataset(
 
     Whole images (``eval_crop == 0``; images of different sizes need ``batch_size=1``) or
     central ``eval_crop`` crops. The last batch may be smaller. Each process gets a disjoint
-    shard of the first ``eval_num_examples`` images of ``eval_split``.
+    shard of the first ``eval_num_examples`` images of ``eval_split`` (of its ``eval_subset``
+    if one is named).
     """
     _hide_accelerators()
     process_index, process_count = _process(process_index, process_count)
@@ -274,6 +278,7 @@ def build_eval_dataset(
         process_index=process_index,
         process_count=process_count,
         max_examples=None if c.eval_num_examples < 0 else c.eval_num_examples,
+        subset=c.eval_subset,
     )
 
     def make_example(example):
