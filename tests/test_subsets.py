@@ -139,4 +139,3 @@ def test_tfds_subset_filters_on_file_name(tmp_path):
     config.tfds_name = "fake_no_names"
     with pytest.raises(ValueError, match="file_name"):
         open_source(config, "validation", subset="ctest10k")
-    no_names = input_pipeline.default_data_config()
