@@ -242,19 +242,24 @@ def compute_reference(
     if os.path.exists(partial):
         moments, kept, start = _resume(partial, description, inception_sha256, total)
     stream = images.skip(start).prefetch(64).as_numpy_iterator()
-    index, last_save = start, start
+    queue = metrics.FeatureQueue(extractor)  # full batches across images of any size
     bar = tqdm.tqdm(total=total, initial=start, unit="img", desc="reference", disable=not progress)
-    for batch in input_pipeline.batch_by_shape(stream, extractor.batch_size):
-        features = extractor(batch["x"] / np.float32(255.0))
+    last_save = start
+
+    def absorb(features: np.ndarray) -> None:
+        nonlocal last_save
+        first = moments.count
         moments.update(features)
-        for feature in features:
-            if kid_keep(index, total, kid_features):
-                kept.append(feature)
-            index += 1
+        kept.extend(f for i, f in enumerate(features, first) if kid_keep(i, total, kid_features))
         bar.update(len(features))
-        if index - last_save >= save_every:
+        if moments.count - last_save >= save_every:  # the state holds whole images only
             _save_partial(partial, moments, kept, description, inception_sha256, total)
-            last_save = index
+            last_save = moments.count
+
+    for batch in input_pipeline.batch_by_shape(stream, extractor.batch_size):
+        queue.put("x", batch["x"] / np.float32(255.0))
+        absorb(queue.take()["x"])
+    absorb(queue.result().get("x", np.zeros((0, inception.FEATURE_DIM), np.float32)))
     bar.close()
     if moments.count < 2:
         raise ValueError(f"split {split!r} has {moments.count} images; FID needs at least 2")

@@ -192,6 +192,9 @@ def kid(
     ``subset_size`` rows of ``features1`` then of ``features2``, without replacement; its defaults
     100 x 1000 and seed 2020), so equal inputs give torch-fidelity's numbers.
 
+    When ``subset_size`` equals both N1 and N2, every subset is a permutation of the whole
+    sets, so the estimate is computed once (std 0).
+
     Args:
       features1, features2: (N1, D), (N2, D) features; ``subset_size <= min(N1, N2)``.
 
@@ -204,6 +207,9 @@ def kid(
             f"KID subset_size {subset_size} must be in [2, min(N1, N2)] "
             f"(N1={len(f1)}, N2={len(f2)})"
         )
+    if subset_size == len(f1) == len(f2):
+        # Every subset is a permutation of all features; the estimate does not depend on order.
+        return polynomial_mmd2(f1, f2, degree=degree, gamma=gamma, coef0=coef0), 0.0
     rng = np.random.RandomState(seed)  # noqa: NPY002 -- torch-fidelity's generator and draws
     estimates = np.empty(subsets)
     for i in range(subsets):
@@ -334,9 +340,18 @@ class FeatureQueue:
             self._done[key].append(features[start : start + n])
             start += n
 
+    def take(self) -> dict[Any, np.ndarray]:
+        """The features computed so far (not yet taken), float32 (n_key, 2048) per key.
+
+        Images still queued are not included; they come with a later ``take`` or ``result``.
+        """
+        empty = np.zeros((0, inception.FEATURE_DIM), np.float32)
+        done = {k: np.concatenate(v) if v else empty for k, v in self._done.items()}
+        self._done = {k: [] for k in self._done}
+        return done
+
     def result(self) -> dict[Any, np.ndarray]:
-        """Run what is queued (one padded batch at most); float32 (N_key, 2048) per key."""
+        """Run what is queued (one padded batch at most) and :meth:`take` everything."""
         if self._queued:
             self._run(self._queued)
-        empty = np.zeros((0, inception.FEATURE_DIM), np.float32)
-        return {k: np.concatenate(v) if v else empty for k, v in self._done.items()}
+        return self.take()

@@ -6,6 +6,9 @@ unbatched path), per-image Inception features with the bare flax module, and FID
 """
 
 import json
+import os
+import subprocess
+import sys
 
 import jax
 import numpy as np
@@ -226,8 +229,11 @@ def test_feature_queue_batches_mixed_sizes_like_single_calls(inception_path):
     queue.put("b", images["b"])
     queue.put("a", images["a"][2:])
     queue.put("empty", images["a"][:0])
-    got = queue.result()
+    early = queue.take()  # the first full batch: a0, a1, b0, b1
+    assert queue.batches_run == 1 and [len(early[k]) for k in "ab"] == [2, 2]
+    rest = queue.result()
     assert queue.batches_run == 2  # 5 images in batches of 4: only the last one padded
+    got = {k: np.concatenate([early[k], rest[k]]) for k in rest}
     flat = dict(np.load(inception_path))
     for key, value in images.items():
         single = _features(value, flat)
@@ -238,3 +244,24 @@ def test_feature_queue_batches_mixed_sizes_like_single_calls(inception_path):
 def test_missing_export_is_a_clear_error(data, tmp_path):
     with pytest.raises(export.ExportError):
         evaluate.evaluate(str(tmp_path / "nope"), data, str(tmp_path / "out"))
+
+
+def test_eval_cli_errors_are_one_line(data, tmp_path):
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    env = {**os.environ, "JPEG_JAX_HUGE_PAGES": "0"}
+    base = [sys.executable, "eval.py", "--config=configs/demo.py", f"--out={tmp_path / 'out'}"]
+
+    def run(*args):
+        return subprocess.run(
+            [*base, *args], cwd=root, env=env, capture_output=True, text=True, timeout=300
+        )
+
+    missing = run(f"--checkpoint={tmp_path / 'none'}", f"--data={data.path}")
+    assert missing.returncode == 1 and "eval.py: error:" in missing.stderr
+    assert "Traceback" not in missing.stderr
+    no_reference = run(
+        f"--checkpoint={tmp_path / 'none'}",
+        f"--data={data.path}",
+        f"--fid_reference={tmp_path / 'stats.npz'}",
+    )
+    assert no_reference.returncode == 2 and "fid_stats" in no_reference.stderr

@@ -98,12 +98,13 @@ def _interrupted(config, extractor, out, calls_before_failing=2):
 
     class Failing:
         batch_size = extractor.batch_size
+        resize = extractor.resize
 
-        def __call__(self, images):
+        def features_of_resized(self, images):
             calls.append(len(images))
             if len(calls) > calls_before_failing:
                 raise _Interrupt
-            return extractor(images)
+            return extractor.features_of_resized(images)
 
     with pytest.raises(_Interrupt):
         fid_stats.compute_reference(
