@@ -12,12 +12,11 @@ import pytest
 from jpeg_helpers import photo, pillow_jpeg
 from model_helpers import random_params
 from PIL import Image
+from starlette.testclient import TestClient
 
 from jpeg_jax import decode, export, jpeg, pictures, sampling
 from jpeg_jax.explore import server
 from jpeg_jax.models import Generator
-
-starlette_testclient = pytest.importorskip("starlette.testclient")
 
 GENERATOR = dict(num_feat=8, num_block=1, num_grow_ch=4, noise=True, film=True)
 
@@ -31,7 +30,7 @@ def checkpoint(tmp_path_factory):
 @pytest.fixture(scope="module")
 def client(checkpoint):
     app = server.create_app(decode.load_model(checkpoint), max_megapixels=1.0)
-    with starlette_testclient.TestClient(app) as c:
+    with TestClient(app) as c:
         yield c
 
 

@@ -23,8 +23,8 @@ of the upright photo, as the decoder's ``--region``):
 The server keeps everything in memory and writes no files; its process's temporary files (if a
 library makes any) go to its own temporary folder, removed at exit.
 
-Exit status: 0 stopped with Ctrl+C; 2 bad arguments, an unusable checkpoint or a port it cannot
-listen on.
+Exit status: 0 stopped (Ctrl+C or SIGTERM); 2 bad arguments, an unusable checkpoint or a port
+it cannot listen on.
 """
 
 from __future__ import annotations
@@ -33,7 +33,9 @@ import argparse
 import contextlib
 import errno
 import os
+import re
 import shutil
+import signal
 import socket
 import sys
 import tempfile
@@ -171,11 +173,9 @@ def create_app(model, *, max_megapixels: float = 16.0):
         )
         headers = {"Cache-Control": "no-store"}
         if query.get("download"):
-            stem = os.path.splitext(found.name)[0]
-            label = {
-                "sample": f"sample{index + 1}",
-                "pc": f"pc{index + 1}_{'minus' if sign < 0 else 'plus' if sign > 0 else 'mean'}",
-            }
+            stem = re.sub(r"[^A-Za-z0-9._-]", "_", os.path.splitext(found.name)[0])
+            part = {-1: "minus", 0: "mean", 1: "plus", 2: "direction"}.get(sign, "")
+            label = {"sample": f"sample{index + 1}", "pc": f"pc{index + 1}_{part}"}
             headers["Content-Disposition"] = (
                 f'attachment; filename="{stem}_{label.get(view, view)}.png"'
             )
@@ -276,6 +276,10 @@ def listen(host: str, port: int) -> socket.socket:
     return sock
 
 
+def _stop(signum, frame):
+    raise SystemExit(0)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point; returns the exit status (see the module docstring)."""
     args = build_parser().parse_args(argv)
@@ -304,7 +308,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"{PROG}: serving http://{shown}:{port}/ (Ctrl+C to stop)", flush=True)
         app = create_app(model, max_megapixels=args.max_megapixels)
         config = uvicorn.Config(app, log_level="debug" if args.debug else "warning")
+        # uvicorn shuts down gracefully on SIGINT/SIGTERM, then raises the signal again: let
+        # that end here (exit 0, temporary folder removed) rather than kill the process.
+        signal.signal(signal.SIGTERM, _stop)
         uvicorn.Server(config).run(sockets=[sock])
+    except KeyboardInterrupt:
+        pass
     finally:
         sock.close()
         shutil.rmtree(workdir, ignore_errors=True)

@@ -233,7 +233,8 @@ class Session:
     # ------------------------------------------------------------------------- views
     def view(self, view: str, index: int = 0, sign: int = 0) -> np.ndarray:
         """float ``(H, W, 3)`` of a view: ``jpeg``, ``sample``, ``mean``, ``std`` or ``pc``
-        (component ``index``, ``sign`` -1/0/+1: mean - / mean / mean + sqrt(lambda) v)."""
+        (component ``index``; ``sign`` -1/0/+1: mean - / mean / mean + sqrt(lambda) v, 2: the
+        direction v at full contrast, ``0.5 + 0.5 v / max|v|``)."""
         with self._lock:
             samples, pcs = list(self.samples), self.components
         if view == "jpeg":
@@ -245,6 +246,9 @@ class Session:
         if view == "std" and len(samples) >= 2:
             return np.std(samples, axis=0)
         if view == "pc" and pcs is not None and 0 <= index < len(pcs.variances):
+            if sign == 2:
+                v = pcs.directions[index]
+                return 0.5 + 0.5 * v / max(float(np.abs(v).max()), 1e-12)
             return pcs.mean if sign == 0 else pcs.image(index, float(np.sign(sign)))
         raise KeyError(f"no {view} view (index {index}) yet")
 

@@ -211,11 +211,16 @@
   function applyZoom() {
     if (!state.info) return;
     const zoom = $("zoom").value;
-    const width = state.info.size[1];
+    const [h, w] = state.info.size;
+    const scroller = document.querySelector("#right-pane .scroller");
+    // "fit": the whole photo in view (pane width, 72 % of the window's height).
+    const fit = Math.min(scroller.clientWidth, (window.innerHeight * 0.72 * w) / h);
+    const width = zoom === "fit" ? `${Math.floor(fit)}px` : `${w * Number(zoom)}px`;
     for (const stage of document.querySelectorAll(".stage")) {
-      stage.style.width = zoom === "fit" ? "100%" : `${width * Number(zoom)}px`;
+      stage.style.width = width;
       stage.classList.toggle("zoomed", zoom !== "fit");
     }
+    $("compare").style.width = zoom === "fit" ? width : "100%";
   }
 
   function applyCompare() {
@@ -301,7 +306,8 @@
 
   async function components() {
     const k = Number($("k").value);
-    const count = Math.max(Number($("count").value), k + 1);
+    // Region samples are cheap (the model runs on a crop around the region): at least 16.
+    const count = Math.max(Number($("count").value), 16, k + 1);
     const job = await runJob(`/api/sessions/${sid()}/components`, {
       box: state.box, count, k, temperature: Number($("temperature").value),
     });
@@ -326,20 +332,24 @@
       f.append(img, c);
       return f;
     };
+    const values = (r - l) * (b - t) * 3;
     pcs.explained.forEach((fraction, i) => {
       const row = document.createElement("div");
       row.className = "pc-row";
       const label = document.createElement("div");
       label.className = "pc-label";
-      const sd = Math.sqrt(pcs.variance[i]);
-      label.textContent = `component ${i + 1}: ${(100 * fraction).toFixed(1)} % of the variance (σ ${sd.toFixed(1)})`;
-      row.append(label, figure(i, -1, "mean − σ·v"), figure(i, 0, "mean"), figure(i, 1, "mean + σ·v"));
+      const rms = Math.sqrt(pcs.variance[i] / values);
+      label.textContent = `component ${i + 1}: ${(100 * fraction).toFixed(1)} % of the variance ` +
+        `(±σ moves the region by ${rms.toFixed(1)} grey levels RMS)`;
+      row.append(label, figure(i, -1, "mean − σ·v"), figure(i, 0, "mean"), figure(i, 1, "mean + σ·v"),
+        figure(i, 2, "v (grey = 0, amplified)"));
       gallery.append(row);
     });
     const total = pcs.explained.reduce((a, b) => a + b, 0);
-    $("pcs-summary").textContent = `${count} samples of the region ${r - l} × ${b - t} px at (${l}, ${t}); ` +
-      `the ${pcs.explained.length} components explain ${(100 * total).toFixed(1)} % of their variance ` +
-      `(σ in grey levels, over all the region's values).`;
+    $("pcs-summary").textContent = `${count} new samples of the region ${r - l} × ${b - t} px at ` +
+      `(${l}, ${t}); the ${pcs.explained.length} components explain ${(100 * total).toFixed(1)} % ` +
+      `of their variance. Each row: the samples' mean minus and plus one standard deviation σ ` +
+      `along the component (NPPC-style), and the direction v itself, stretched to full contrast.`;
     $("pcs").hidden = false;
   }
 
@@ -368,7 +378,11 @@
     if (e.key === "ArrowLeft") step(-1);
     if (e.key === "ArrowRight") step(1);
   });
-  $("layout").addEventListener("change", () => { $("viewer").className = $("layout").value; });
+  $("layout").addEventListener("change", () => {
+    $("viewer").className = $("layout").value;
+    applyZoom();
+  });
+  window.addEventListener("resize", applyZoom);
   $("zoom").addEventListener("change", applyZoom);
   $("compare").addEventListener("input", applyCompare);
   $("redraw").addEventListener("click", redraw);
