@@ -12,12 +12,15 @@ demo model::
         python -m pytest -q tests/test_explore_browser.py
 """
 
+import io
 import os
+from urllib.parse import urljoin
 
 import numpy as np
 import pytest
 from jpeg_helpers import photo, pillow_jpeg
 from model_helpers import random_params
+from PIL import Image
 
 from jpeg_jax import decode, export
 from jpeg_jax.explore import headless
@@ -59,8 +62,16 @@ def _wait_status(page, words):
     page.wait_for_function(f"document.getElementById('status').textContent.includes({words!r})")
 
 
+DROP_JS = """([name, bytes]) => {
+  const data = new DataTransfer();
+  data.items.add(new File([new Uint8Array(bytes)], name, {type: "image/jpeg"}));
+  document.dispatchEvent(new DragEvent("drop", {dataTransfer: data, bubbles: true}));
+}"""
+
+
 def _check_bad_file(page, path):
-    page.set_input_files("#file", str(path))
+    """Dropped on the page: the decoder's one-line message is shown."""
+    page.evaluate(DROP_JS, [path.name, list(path.read_bytes())])
     page.wait_for_selector("#error:not([hidden])")
     with pytest.raises(decode.InputError) as e:
         decode.read_checked(path.read_bytes(), 16.0)
@@ -148,12 +159,28 @@ def test_explore_page_in_headless_chromium(tmp_path, checkpoint):
             assert page.locator(".pc-row").count() == 3
             assert "% of the variance" in page.inner_text("#pcs")
 
-            # The before/after slider, and the download link of what is shown.
+            # Flicker cycles through the samples; zoom; the download of what is shown.
+            page.click("#flicker")
+            page.wait_for_selector('#view-img[data-loaded^="sample:1:"]')
+            page.click("#flicker")
+            index = int(page.inner_text("#index-text").split("/")[0]) - 1  # where it stopped
+            page.wait_for_selector(f'#view-img[data-loaded^="sample:{index}:"]')
+            page.click("#prev")
+            page.wait_for_selector(f'#view-img[data-loaded^="sample:{(index - 1) % 4}:"]')
+            index = (index - 1) % 4
+            page.select_option("#zoom", "2")
+            assert page.locator("#view-stage").bounding_box()["width"] == 2 * size[1]
+            page.select_option("#zoom", "fit")
+            download = page.request.get(urljoin(url, page.get_attribute("#download", "href")))
+            disposition = download.headers["content-disposition"]
+            assert f'filename="astronaut_sample{index + 1}.png"' in disposition
+            shown = np.asarray(Image.open(io.BytesIO(download.body())).convert("RGB"))
+            np.testing.assert_array_equal(shown, headless.view_pixels(page))
+
+            # The before/after slider.
             page.select_option("#layout", "slider")
             page.locator("#compare").fill("45")
             assert page.is_visible("#before-img")
-            href = page.get_attribute("#download", "href")
-            assert "download=1" in href and "view=sample" in href
             page.screenshot(path=screenshot, full_page=True)
             context.close()
     finally:

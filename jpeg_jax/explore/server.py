@@ -14,7 +14,8 @@ of the upright photo, as the decoder's ``--region``):
 - ``POST /api/sessions/ID/snap`` ``{box}`` -> ``{box}`` widened to the file's 16-pixel grid.
 - ``POST /api/sessions/ID/redraw`` ``{index, box, temperature}`` -> a job.
 - ``POST /api/sessions/ID/components`` ``{box, count, k, temperature}`` -> a job.
-- ``GET /api/jobs/JOB`` -> progress (``done`` of ``total``), status, error, result.
+- ``GET /api/jobs/JOB[?done=D]`` -> progress (``done`` of ``total``), status, error, result;
+  with ``done``, answers when the job has done more than D units or ended (or after 0.5 s).
 - ``GET /api/sessions/ID`` -> state (sample versions, settings, components).
 - ``GET /api/sessions/ID/image?view=V&index=I&sign=S[&download=1]`` -> PNG of a view
   (``jpeg``, ``sample``, ``mean``, ``std``, ``pc``).
@@ -39,6 +40,7 @@ import signal
 import socket
 import sys
 import tempfile
+import time
 from collections.abc import Sequence
 from importlib import resources
 
@@ -153,9 +155,17 @@ def create_app(model, *, max_megapixels: float = 16.0):
         return JSONResponse(job.to_json())
 
     def job_state(request, body):
+        """With ``?done=D``: waits (up to 0.5 s) until the job has done more than D units or
+        ended, so that the page learns of progress at once without polling fast."""
         job = jobs.get(request.path_params["jid"])
         if job is None:
             raise LookupError("no such job")
+        known = request.query_params.get("done")
+        deadline = time.monotonic() + 0.5
+        while known is not None and job.status == "running" and job.done <= int(known):
+            if time.monotonic() > deadline:
+                break
+            time.sleep(0.005)
         return JSONResponse(job.to_json())
 
     def state(request, body):

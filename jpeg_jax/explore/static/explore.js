@@ -16,7 +16,6 @@
     pcsVersion: 0,
     timer: null, // {start, what}: latency of the next view shown (first sample, re-draw)
   };
-  const sleep = (ms) => new Promise((resolve) => setTimeout(resolve, ms));
   const sid = () => state.info.session;
 
   async function json(path, body) {
@@ -52,17 +51,20 @@
     showError("");
     let job;
     try { job = await json(url, body); } catch (e) { showError(e.message); return null; }
-    state.job = job.id;
+    const id = job.id;
+    state.job = id;
     setBusy(true);
     showProgress(job);
     while (job.status === "running") {
-      await sleep(120);
-      if (state.job !== job.id) return null; // superseded by a newer job
-      try { job = await json(`/api/jobs/${job.id}`); } catch (e) { job = {status: "failed", error: e.message}; }
+      try {
+        job = await json(`/api/jobs/${id}?done=${job.done}`); // answers on progress
+      } catch (e) { job = {status: "failed", error: e.message}; }
+      if (state.job !== id) return null; // superseded by a newer job
       if (job.status !== "failed") showProgress(job);
       if (onPoll) await onPoll(job);
     }
-    if (state.job === job.id) { $("progress").hidden = true; setBusy(false); }
+    $("progress").hidden = true;
+    setBusy(false);
     if (job.status === "failed") { showError(job.error); return null; }
     return job.status === "done" ? job : null;
   }
