@@ -41,6 +41,11 @@ Examples:
   jpeg-jax-decode photo.jpg -o restored --checkpoint exports/imagenet
   jpeg-jax-decode holidays/ -o restored --checkpoint exports/imagenet -n 8 --mean --uncertainty
   jpeg-jax-decode scan.jpeg -o out --checkpoint exports/ffhq --project --format tiff
+  jpeg-jax-decode face.jpg -o out --checkpoint exports/ffhq -n 16 --temperature 0.7 \\
+      --region 120,80,248,208 --components 3 --redraw-seed 1
+
+To explore samples interactively (re-draw regions with the mouse, browse, compare with the
+JPEG), run jpeg-jax-explore --checkpoint EXPORT and open the page it names.
 
 Exit status: 0 everything restored; 1 some files failed or were skipped (see the messages);
 2 bad arguments or checkpoint."""

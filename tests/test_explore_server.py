@@ -3,6 +3,8 @@
 import io
 import re
 import socket
+import subprocess
+import sys
 import time
 from importlib import resources
 
@@ -228,3 +230,21 @@ def test_cli_refuses_a_bad_checkpoint_and_a_busy_port(tmp_path, checkpoint, caps
         with pytest.raises(SystemExit) as e:
             server.main(["--checkpoint", str(checkpoint), "--port", bad])
         assert e.value.code == 2
+
+
+def test_on_loopback_only_requests_to_loopback_names_are_answered(checkpoint):
+    app = server.create_app(decode.load_model(checkpoint), allowed_hosts=["127.0.0.1", "localhost"])
+    for host, status in [("127.0.0.1:8765", 200), ("localhost", 200), ("evil.example", 400)]:
+        with TestClient(app, base_url=f"http://{host}") as c:
+            assert c.get("/").status_code == status, host
+
+
+def test_help_runs_as_a_module():
+    result = subprocess.run(
+        [sys.executable, "-m", "jpeg_jax.explore", "--help"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert result.returncode == 0 and "--checkpoint" in result.stdout, result.stderr
