@@ -219,15 +219,19 @@ class Session:
         """The top-``k`` principal components of ``count`` samples of ``box``."""
         if count < k + 1:
             raise decode.InputError(f"{k} components need at least {k + 1} samples")
-        job.step(f"drawing {count} samples of the region")
+        job.total = count
         key = jax.random.fold_in(jax.random.key(self.seed), COMPONENTS_STREAM + next(self._counter))
-        samples = posterior.region_samples(
-            self.model, self.image, box, count, key, temperature=temperature, batch_size=1
-        )
-        pcs = posterior.principal_components(samples, k)
+        samples = []
+        for i in range(count):
+            job.step(f"drawing sample {i + 1} of {count} of the region")
+            one = posterior.region_samples(
+                self.model, self.image, box, 1, jax.random.fold_in(key, i), temperature=temperature
+            )
+            samples.append(one[0])
+            job.done = i + 1
+        pcs = posterior.principal_components(np.stack(samples), k)
         with self._lock:
             self.components, self.components_box = pcs, box
-        job.done = job.total
         return self.state()["components"]
 
     # ------------------------------------------------------------------------- views
