@@ -135,6 +135,7 @@ VARIANTS = {  # name -> Generator options; the others are chosen by platform.res
     "remat": {"remat": True},
     "xla_loop": {"conv_impl": "xla", "split_convs": False},  # what GPUs/TPUs run
     "xla_scan": {"conv_impl": "xla", "split_convs": False, "scan": True},
+    "xla_scan_remat": {"conv_impl": "xla", "split_convs": False, "scan": True, "remat": True},
 }
 
 

@@ -243,11 +243,10 @@ class Generator(nn.Module):
         for i in range(self.num_block):
             block = self._block(f"body_{i}")
             key = block.make_rng("noise") if draw else None
-            x = (
-                _remat_in_order(self._block(None, parent=None))(block, x, key)
-                if remat
-                else block(x, key)
-            )
+            if remat:
+                x = _remat_in_order(self._block(None, parent=None))(block, x, key)
+            else:
+                x = block(x, key)
             if self.film:
                 x = FiLM(self.dtype, self.param_dtype, name=f"film_body_{i}")(x, emb)
         return x
