@@ -11,13 +11,14 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 import pytest
+from flax import linen as nn
 from flax import traverse_util
 from model_helpers import random_params
 from train_helpers import tiny_config
 
 from jpeg_jax import export, jpeg, sampling, train_state
 from jpeg_jax.models import Critic, Generator, convert
-from jpeg_jax.models.layers import pixel_unshuffle
+from jpeg_jax.models.layers import noise_key, pixel_unshuffle
 
 TINY = dict(num_feat=8, num_block=2, num_grow_ch=4)
 TINY_CRITIC = dict(widths=(8, 8, 16, 16), blocks=(1, 1, 1, 1))
@@ -444,3 +445,28 @@ def test_warm_start_and_sm_reference_load_exports_of_either_stacking(tmp_path):
         want = convert.to_stacking(params, scan=not export_scan)
         jax.tree.map(np.testing.assert_array_equal, jax.device_get(state.g_params), want)
         jax.tree.map(np.testing.assert_array_equal, frozen["mmse"], want)
+
+
+def test_noise_key_is_flaxs_make_rng_of_the_submodule():
+    class Inner(nn.Module):
+        @nn.compact
+        def __call__(self):
+            return self.make_rng("noise")
+
+    class Outer(nn.Module):
+        @nn.compact
+        def __call__(self):
+            return Inner(name="conv3")()
+
+    class Root(nn.Module):
+        @nn.compact
+        def __call__(self):
+            return Outer(name="rdb2")()
+
+    key = jax.random.key(11)
+    got = Root().apply({}, rngs={"noise": key})
+    np.testing.assert_array_equal(
+        jax.random.key_data(got), jax.random.key_data(noise_key(key, "rdb2", "conv3"))
+    )
+    other = noise_key(key, "rdb2", "conv4")
+    assert not np.array_equal(jax.random.key_data(got), jax.random.key_data(other))

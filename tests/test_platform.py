@@ -12,8 +12,8 @@ from model_helpers import random_params
 from train_helpers import synthetic_batch, tiny_config
 
 from configs import ffhq
-from jpeg_jax import platform, train_state, train_step
-from jpeg_jax.models import Generator
+from jpeg_jax import platform, sampling, train_state, train_step
+from jpeg_jax.models import Critic, Generator, convert
 
 
 def test_configure_xla_keeps_user_flags(monkeypatch):
@@ -249,3 +249,30 @@ def test_accelerator_variant_trains_like_the_cpu_variant(monkeypatch):
         assert _max_rel_diff(getattr(accel, name), getattr(cpu, name)) < 1e-5, name
     for k in m_cpu:
         assert abs(m_accel[k] - m_cpu[k]) <= 1e-5 * abs(m_cpu[k]) + 1e-7, k
+
+
+def test_model_and_sampling_code_never_ask_for_the_backend(monkeypatch):
+    """Every implementation choice is an attribute: tracing any variant (and resolving a
+    module for sampling) must not call ``jax.default_backend``."""
+
+    def asked():
+        raise AssertionError("model code asked for the backend")
+
+    monkeypatch.setattr(jax, "default_backend", asked)
+    y = jax.ShapeDtypeStruct((2, 32, 32, 3), jnp.float32)
+    q = jnp.ones((2, 2, 8, 8), jnp.int32)
+    rngs = {"params": jax.random.key(0), "noise": jax.random.key(1)}
+    for options in (
+        {},
+        {"scan": True, "remat": True},
+        {"remat": True, "conv_impl": "eigen", "split_convs": True},
+    ):
+        gen = Generator(**TINY, **options)
+        params = jax.eval_shape(lambda y, g=gen: g.init(rngs, y, q), y)["params"]
+        loss = lambda p, y, g=gen: jnp.mean(g.apply({"params": p}, y, q, rngs=rngs) ** 2)
+        jax.eval_shape(jax.grad(loss), params, y)
+        unrolled = convert.unstack_blocks(jax.tree.map(np.zeros_like, params))
+        model, variables = sampling.resolve_model((gen, unrolled))
+        assert model is gen and convert.is_stacked(variables["params"]) == gen.scan
+    critic = Critic(widths=(8, 8, 8, 8), blocks=(1, 1, 1, 1), dtype=jnp.bfloat16)
+    jax.eval_shape(lambda y: critic.init(jax.random.key(0), y, y), y)
