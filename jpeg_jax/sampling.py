@@ -42,8 +42,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jpeg_jax import export, jpeg
-from jpeg_jax.models import Generator
+from jpeg_jax import export, jpeg, platform
+from jpeg_jax.models import Generator, convert
 
 GRID = 16  # tile origins and sizes: the 4:2:0 macroblock, the generator's padding multiple
 DEFAULT_OVERLAP = 64
@@ -69,15 +69,18 @@ class Restoration:
 
 
 def resolve_model(params_or_export: Any) -> tuple[Generator, Any]:
-    """A ``(Generator, variables)`` pair from an export, an export path or a (module, params)."""
+    """A ``(Generator, variables)`` pair from an export, an export path or a (module, params).
+
+    An export is built with the implementation choices of
+    :func:`jpeg_jax.platform.resolve_generator` for sampling on this backend (same samples as
+    the exported module, up to float rounding); parameters are converted to the module's
+    stacking (:func:`jpeg_jax.models.convert.to_stacking`) whichever stacking they come in.
+    """
     if isinstance(params_or_export, str | os.PathLike):
         params_or_export = export.load(params_or_export)
     if isinstance(params_or_export, export.Exported):
-        # On CPU the scanned trunk runs the forward as fast as the unrolled one or faster and
-        # compiles ~15x sooner (2 vs 30 s at paper size, benchmarks/RESULTS.md); same
-        # parameters, same noise, same samples.
-        scan = {"scan": True} if jax.default_backend() == "cpu" else {}
-        model, params = params_or_export.build(**scan), params_or_export.params
+        options = platform.resolve_generator(params_or_export.generator, inference=True)
+        model, params = params_or_export.build(**options), params_or_export.params
     elif isinstance(params_or_export, tuple) and len(params_or_export) == 2:
         model, params = params_or_export
     else:
@@ -87,8 +90,10 @@ def resolve_model(params_or_export: Any) -> tuple[Generator, Any]:
         )
     if not isinstance(model, Generator):
         raise TypeError(f"expected a Generator module, got {type(model).__name__}")
-    variables = params if set(params) == {"params"} else {"params": params}
-    return model, variables
+    params = params["params"] if set(params) == {"params"} else params
+    if convert.is_stacked(params) != model.scan:
+        params = convert.to_stacking(params, scan=model.scan)
+    return model, {"params": params}
 
 
 def scale_noise(variables: Any, temperature: float | jax.Array) -> Any:

@@ -13,6 +13,12 @@ The state dict is checked before anything is converted: an entry that is not a B
 not take 12 channels is a ``ValueError`` naming the keys. With a ``template``, every template
 parameter outside FiLM (``film_*``, ``qtable_embed``) must come from the state dict.
 
+The generator's trunk has two parameter layouts ("stackings"): unrolled, one subtree per
+block (``body_<i>``, ``film_body_<i>``), as BasicSR names them and as every export before the
+scanned trunk holds them; and scanned (``Generator(scan=True)``), one subtree ``body`` whose
+leaves have a leading ``num_block`` axis (with the blocks' FiLM under ``body/film``).
+:func:`stack_blocks`, :func:`unstack_blocks` and :func:`to_stacking` convert between them.
+
 When the target model has noise injection, the kernels get zero weights for the noise channel
 (and ``noise_scale`` = 1), so the ported model starts as the deterministic BasicSR network and
 learns how much noise to use. Nothing here needs PyTorch: tensors are read with ``np.asarray``.
@@ -90,9 +96,61 @@ def _module_paths(state_dict: Mapping[str, Any]) -> dict[str, str]:
         )
     return paths
 
+_BLOCK = re.compile(r"^(body|film_body)_(\d+)$")
+
+
+def is_stacked(params: Mapping[str, Any]) -> bool:
+    """Whether generator ``params`` have the scanned layout (a stacked ``body``)."""
+    return "body" in params
+
+
+def stack_blocks(params: Mapping[str, Any]) -> dict:
+    """Unrolled generator params (``body_<i>``, ``film_body_<i>``) -> the scanned layout.
+
+    Returns a new dict (numpy leaves for the stacked blocks); params already stacked are
+    returned as they are.
+    """
+    if is_stacked(params):
+        return dict(params)
+    out = {k: v for k, v in params.items() if not _BLOCK.match(k)}
+    n = sum(1 for k in params if k.startswith("body_"))
+    if n == 0:
+        raise ValueError("generator params without body_<i> blocks")
+    blocks = [dict(params[f"body_{i}"]) for i in range(n)]
+    if "film_body_0" in params:
+        for i, block in enumerate(blocks):
+            block["film"] = params[f"film_body_{i}"]
+    out["body"] = jax.tree.map(lambda *a: np.stack([np.asarray(x) for x in a]), *blocks)
+    return out
+
+
+def unstack_blocks(params: Mapping[str, Any]) -> dict:
+    """Scanned generator params (stacked ``body``) -> the unrolled layout; the inverse of
+    :func:`stack_blocks`. Unrolled params are returned as they are."""
+    if not is_stacked(params):
+        return dict(params)
+    out = {k: v for k, v in params.items() if k != "body"}
+    body = dict(params["body"])
+    film = body.pop("film", None)
+    n = len(np.asarray(jax.tree.leaves(body)[0]))
+    for i in range(n):
+        out[f"body_{i}"] = jax.tree.map(lambda a, i=i: a[i], body)
+        if film is not None:
+            out[f"film_body_{i}"] = jax.tree.map(lambda a, i=i: a[i], film)
+    return out
+
+
+def to_stacking(params: Mapping[str, Any], *, scan: bool) -> dict:
+    """Generator params in the layout ``Generator(scan=scan)`` expects, from either layout."""
+    return stack_blocks(params) if scan else unstack_blocks(params)
+
 
 def params_from_basicsr(
-    state_dict: Mapping[str, Any], *, noise: bool = False, template: Any = None
+    state_dict: Mapping[str, Any],
+    *,
+    noise: bool = False,
+    template: Any = None,
+    scan: bool | None = None,
 ) -> dict:
     """Converts a BasicSR ``RRDBNet`` state_dict to :class:`Generator` params.
 
@@ -101,8 +159,11 @@ def params_from_basicsr(
         unshuffle by 2 (``RRDBNet(num_in_ch=3, scale=2)``, i.e. ``conv_first`` has 12 inputs).
         ``conv_up2.*`` entries are accepted and dropped.
       noise: build params for ``Generator(noise=True)``: zero noise-channel weights, scales 1.
-      template: optional params of the target model (e.g. from ``Generator(film=True).init``);
-        converted entries replace its leaves (shapes checked), the others (FiLM) are kept.
+      template: optional params of the target model (e.g. from ``Generator(film=True).init``),
+        in either stacking; converted entries replace its leaves (shapes checked), the others
+        (FiLM) are kept.
+      scan: the stacking of the result (``Generator(scan=...)``); default: the template's, or
+        unrolled without a template.
 
     Returns:
       The nested ``params`` dict (without the ``{"params": ...}`` wrapper).
@@ -112,6 +173,10 @@ def params_from_basicsr(
         ``template``) a shape mismatch or a non-FiLM template parameter the state dict lacks;
         the message names the keys.
     """
+    if scan is None:
+        scan = template is not None and is_stacked(template)
+    if template is not None:
+        template = unstack_blocks(template)
     flat = {}
     for key, path in _module_paths(state_dict).items():
         kind = key.rsplit(".", 1)[1]
@@ -124,7 +189,7 @@ def params_from_basicsr(
         if noise and kind == "weight" and _NOISY.match(path):
             flat[(*path.split("/"), "noise_scale")] = np.ones((), np.float32)
     if template is None:
-        return traverse_util.unflatten_dict(flat)
+        return to_stacking(traverse_util.unflatten_dict(flat), scan=scan)
     target = traverse_util.flatten_dict(jax.tree.map(np.asarray, template))
     for key, array in flat.items():
         if key not in target or target[key].shape != array.shape:
@@ -134,7 +199,7 @@ def params_from_basicsr(
     left = ["/".join(k) for k in target if k not in flat and not _FILM.match(k[0])]
     if left:
         raise ValueError(f"template parameters not in the state dict: {_listing(left)}")
-    return traverse_util.unflatten_dict(target)
+    return to_stacking(traverse_util.unflatten_dict(target), scan=scan)
 
 
 def load_basicsr_arch() -> types.ModuleType:
