@@ -48,10 +48,14 @@ def get_config() -> ml_collections.ConfigDict:
             "noise": True,
             "film": False,
             "film_dim": 128,
-            # None: split on CPU when num_grow_ch >= 32 (fastest there), else concatenate.
-            "split_convs": config_dict.placeholder(bool),
-            "remat": False,  # rematerialise RRDBs in the backward pass (memory)
-            "scan": False,  # lax.scan over RRDBs: ~6x faster compiles; with remat < 8 GiB
+            # Implementation choices (same function; jpeg_jax.platform.resolve_generator decides
+            # "auto"/None for the backend at start-up): "xla" | "eigen" (custom-VJP CPU kernels).
+            "conv_impl": "auto",
+            "split_convs": config_dict.placeholder(bool),  # None: split on CPU if growth >= 32
+            "remat": False,  # recompute each RRDB in the backward pass (memory)
+            "scan": False,  # nn.scan over the RRDBs (one compiled block; stacked params)
+            # Compute dtype of G and D, "float32" | "bfloat16": params, optimizer states, the
+            # G output, the D logits and every loss stay float32 (README, "Mixed precision").
             "dtype": "float32",
         }
     )
