@@ -96,6 +96,7 @@ def _module_paths(state_dict: Mapping[str, Any]) -> dict[str, str]:
         )
     return paths
 
+
 _BLOCK = re.compile(r"^(body|film_body)_(\d+)$")
 
 
