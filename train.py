@@ -1,6 +1,9 @@
 """Train a stochastic JPEG decoder.
 
 python train.py --config=configs/demo.py --workdir=runs/demo
+
+Multi-host: the same command on every process, with --config.distributed=True (README,
+"Training": SLURM, Open MPI, Cloud TPU, or explicit coordinator flags).
 """
 
 from jpeg_jax.platform import configure_xla, restart_with_huge_pages
@@ -14,7 +17,7 @@ import sys  # noqa: E402
 from absl import app, flags, logging  # noqa: E402
 from ml_collections import config_flags  # noqa: E402
 
-from jpeg_jax import train_lib  # noqa: E402
+from jpeg_jax import multihost, train_lib  # noqa: E402
 
 FLAGS = flags.FLAGS
 config_flags.DEFINE_config_file("config", None, "Training configuration file.", lock_config=True)
@@ -26,7 +29,7 @@ def main(argv):
     del argv
     try:
         train_lib.train_and_evaluate(FLAGS.config, FLAGS.workdir)
-    except (train_lib.TrainingError, ValueError, FileNotFoundError, OSError) as e:
+    except (train_lib.TrainingError, multihost.DistributedError, ValueError, OSError) as e:
         logging.error("%s", e)
         print(f"train.py: error: {e}", file=sys.stderr)
         sys.exit(1)

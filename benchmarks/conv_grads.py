@@ -7,10 +7,10 @@ Usage (from the repository root; about two minutes on 2 cores):
 For the paper generator's convolution shapes (3x3, 64^2 after the pixel unshuffle; RDB inputs
 with the noise channel, 65-193 channels) it times, interleaved round by round:
 - ``fwd``: the convolution itself;
-- ``dx``: its input gradient as ``jpeg_jax.models.layers._conv_bwd`` computes it;
+- ``dx``: its input gradient as ``jpeg_jax.models.ops.conv_backward`` computes it;
 - ``dk_plain``: the weight gradient in the canonical form XLA would build (image channels as
   the batch, the image batch as the contracted features);
-- ``dk``: ``jpeg_jax.models.layers._kernel_grad`` (fewer-channel operand as the image, row
+- ``dk``: ``jpeg_jax.models.ops.kernel_grad`` (fewer-channel operand as the image, row
   slabs in the features), what the generator uses on CPU.
 Prints a table of GFLOP/s and writes ``benchmarks/results/conv_grads.json``.
 """
@@ -32,7 +32,7 @@ from functools import partial  # noqa: E402
 import jax  # noqa: E402
 import numpy as np  # noqa: E402
 
-from jpeg_jax.models import layers  # noqa: E402
+from jpeg_jax.models import ops  # noqa: E402
 
 SHAPES = (  # (batch, side, in channels, out channels)
     (4, 64, 65, 32),
@@ -49,13 +49,13 @@ SHAPES = (  # (batch, side, in channels, out channels)
 
 def dk_plain(x, g):
     """d/dkernel with the image batch as the contracted features (XLA's canonical form)."""
-    out = layers._conv_same(x.transpose(3, 1, 2, 0), g.transpose(1, 2, 0, 3), None, ((1, 1),) * 2)
+    out = ops.conv_same(x.transpose(3, 1, 2, 0), g.transpose(1, 2, 0, 3), None, ((1, 1),) * 2)
     return out.transpose(1, 2, 0, 3)
 
 
 def dx(x, g, k):
     """d/dx as the generator computes it on CPU (the unused d/dkernel is dropped by XLA)."""
-    return layers._conv_bwd(None, (x, k), g)[0]
+    return ops.conv_backward(None, (x, k), g)[0]
 
 
 def main() -> None:
@@ -70,10 +70,10 @@ def main() -> None:
         g = jax.random.normal(keys[1], (b, s, s, cout))
         k = jax.random.normal(keys[2], (3, 3, cin, cout))
         fns = {
-            "fwd": (jax.jit(layers._conv_same), x, k),
+            "fwd": (jax.jit(ops.conv_same), x, k),
             "dx": (jax.jit(partial(dx, x)), g, k),
             "dk_plain": (jax.jit(dk_plain), x, g),
-            "dk": (jax.jit(lambda x, g: layers._kernel_grad(x, g, 3)), x, g),
+            "dk": (jax.jit(lambda x, g: ops.kernel_grad(x, g, 3)), x, g),
         }
         np.testing.assert_allclose(  # the two weight gradients agree
             fns["dk"][0](x, g), fns["dk_plain"][0](x, g), rtol=1e-4, atol=1e-2

@@ -5,6 +5,7 @@ Usage (from the repository root; a few minutes on 2 cores):
     python benchmarks/models.py                  # speed table, JAX vs torch (if installed)
     python benchmarks/models.py --memory         # + compiled memory of a G+D step, batch 32
     python benchmarks/models.py --variants loop,split,scan,scan_remat --skip-torch
+    python benchmarks/models.py --cases "" --skip-torch --remat-memory   # remat memory only
 
 Torch and the JAX variants are timed interleaved, round by round, so ratios share the load, and
 by default each runs in its own worker process (``--in-process`` puts them all in this one), so
@@ -13,8 +14,11 @@ multi-GB scratch buffer is mmapped and unmapped on every call, and the implement
 right after another one's call paid for it (``benchmarks/RESULTS.md``). The order rotates each
 round.
 
-Prints a table and writes ``benchmarks/results/models.json``. FLOP counts are analytic (the
-convolutions' multiply-adds x 2): 139.27 GFLOP per 128^2 forward, backward counted as 2x forward.
+Variants are Generator options; what they leave open (``conv_impl``, ``split_convs``) is chosen
+for this backend by :func:`jpeg_jax.platform.resolve_generator`, as in training; ``xla_*`` are
+the variant GPUs/TPUs run. Prints a table and writes ``benchmarks/results/models.json``. FLOP
+counts are analytic (the convolutions' multiply-adds x 2): 139.27 GFLOP per 128^2 forward,
+backward counted as 2x forward.
 """
 
 from __future__ import annotations
@@ -38,7 +42,9 @@ import jax.numpy as jnp  # noqa: E402
 import numpy as np  # noqa: E402
 import optax  # noqa: E402
 
-from jpeg_jax.models import Critic, Generator  # noqa: E402
+from jpeg_jax.models import Critic, Generator, ops  # noqa: E402
+from jpeg_jax.models.generator import RRDB  # noqa: E402
+from jpeg_jax.platform import resolve_generator  # noqa: E402
 
 SIZE = 128
 GIB = 2.0**30
@@ -121,19 +127,30 @@ class _Workers:
             proc.join()
 
 
-VARIANTS = {  # name -> Generator options
+VARIANTS = {  # name -> Generator options; the others are chosen by platform.resolve_generator
     "loop": {"split_convs": False},  # concatenated dense inputs
     "split": {"split_convs": True},
     "scan": {"scan": True},
     "scan_remat": {"scan": True, "remat": True},
     "remat": {"remat": True},
+    "xla_loop": {"conv_impl": "xla", "split_convs": False},  # what GPUs/TPUs run
+    "xla_scan": {"conv_impl": "xla", "split_convs": False, "scan": True},
+    "xla_scan_remat": {"conv_impl": "xla", "split_convs": False, "scan": True, "remat": True},
 }
+
+
+def make_generator(options: dict, backend: str | None = None) -> Generator:
+    """The paper-size generator with ``options``, the rest chosen for ``backend`` (default:
+    this one) as training does (:func:`jpeg_jax.platform.resolve_generator`)."""
+    return Generator(**resolve_generator({"num_grow_ch": 32, **options}, backend=backend))
+
+
 CASES = ("fwd_b1", "fwd_b8", "fwdbwd_b4")
 
 
 def prepare_jax(options: dict, case: str) -> tuple:
     """Compiles the paper-size generator (noise on) for one case; returns (run, compile_s)."""
-    gen = Generator(**options)
+    gen = make_generator(options)
     rngs = {"params": jax.random.key(0), "noise": jax.random.key(1)}
     params = jax.jit(gen.init)(rngs, jnp.full((1, SIZE, SIZE, 3), 0.5), None)["params"]
     fwd = jax.jit(lambda p, y, k: gen.apply({"params": p}, y, None, rngs={"noise": k}))
@@ -262,9 +279,10 @@ def gan_step(gen: Generator, critic: Critic, opt: optax.GradientTransformation):
     return step
 
 
-def memory_analysis(options: dict, batch: int = 32) -> dict:
-    """Compiles (never runs) the paper-size G+D step and returns XLA's memory analysis in GiB."""
-    gen, critic = Generator(**options), Critic()
+def memory_analysis(options: dict, batch: int = 32, backend: str | None = None) -> dict:
+    """Compiles (never runs) the paper-size G+D step and returns XLA's memory analysis in GiB;
+    the generator's implementation is chosen for ``backend`` (compiled for this one)."""
+    gen, critic = make_generator(options, backend), Critic()
     opt = optax.adam(1e-4, b1=0.0, b2=0.99)
     img = jax.ShapeDtypeStruct((batch, SIZE, SIZE, 3), jnp.float32)
     rngs = {"params": jax.random.key(0), "noise": jax.random.key(1)}
@@ -285,6 +303,52 @@ def memory_analysis(options: dict, batch: int = 32) -> dict:
     return gib
 
 
+def _trunk_grad_temp(mode: str, conv_impl: str, batch: int, size: int, kw: dict) -> float:
+    """MiB of XLA temp memory of a compiled forward+backward of ``kw["num_block"]`` unrolled
+    RRDBs (no noise), rematerialised per ``mode``: "none", "nn_remat" (Flax's ``nn.remat``,
+    i.e. ``jax.checkpoint``) or "in_order" (``ops.checkpoint_in_order``)."""
+    n = kw["num_block"]
+    block = RRDB(kw["num_feat"], kw["num_grow_ch"], noise=False, conv_impl=conv_impl)
+    x = jax.ShapeDtypeStruct((batch, size, size, kw["num_feat"]), jnp.float32)
+    one = jax.eval_shape(lambda x: block.init(jax.random.key(0), x), x)["params"]
+    params = [one] * n
+    apply = lambda p, x, key: block.apply({"params": p}, x)  # noqa: E731
+    if mode == "nn_remat":
+        apply = jax.checkpoint(apply)  # what nn.remat lowers to for a plain module call
+    elif mode == "in_order":
+        apply = ops.checkpoint_in_order(apply)
+
+    def loss(params, x):
+        for p in params:
+            x = apply(p, x, None)
+        return jnp.mean(x**2)
+
+    compiled = jax.jit(jax.grad(loss)).lower(params, x).compile()
+    return compiled.memory_analysis().temp_size_in_bytes / 2**20
+
+
+def remat_memory(batch: int = 8, size: int = 32) -> dict:
+    """Compiled temp memory (MiB, never run) of rematerialisation variants at a small size:
+    unrolled RRDB trunks (none / ``nn.remat`` / in order) and the generator's stackings."""
+    kw = dict(num_feat=16, num_block=8, num_grow_ch=8)
+    out = {}
+    for conv_impl in ("xla", "eigen"):
+        for mode in ("none", "nn_remat", "in_order"):
+            out[f"trunk_{mode}/{conv_impl}"] = _trunk_grad_temp(mode, conv_impl, batch, size, kw)
+        for name, opts in (("loop", {}), ("remat", {"remat": True}), ("scan", {"scan": True}),
+                           ("scan_remat", {"scan": True, "remat": True})):  # fmt: skip
+            gen = Generator(**kw, noise=False, conv_impl=conv_impl, **opts)
+            img = jax.ShapeDtypeStruct((batch, 2 * size, 2 * size, 3), jnp.float32)
+            p = jax.eval_shape(lambda y, g=gen: g.init(jax.random.key(0), y), img)["params"]
+            loss = lambda p, y, g=gen: jnp.mean(g.apply({"params": p}, y) ** 2)
+            compiled = jax.jit(jax.grad(loss)).lower(p, img).compile()
+            temp = compiled.memory_analysis().temp_size_in_bytes / 2**20
+            out[f"generator_{name}/{conv_impl}"] = temp
+    for k, v in out.items():
+        print(f"  remat memory {k}: {v:.1f} MiB", flush=True)
+    return out
+
+
 def main() -> None:
     global SIZE
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -298,6 +362,9 @@ def main() -> None:
         "--in-process", action="store_true", help="time everything in this process (no workers)"
     )
     parser.add_argument("--memory", action="store_true")
+    parser.add_argument(
+        "--remat-memory", action="store_true", help="compiled memory of the remat variants"
+    )
     parser.add_argument("--out", default="benchmarks/results/models.json")
     args = parser.parse_args()
     SIZE = args.size
@@ -352,6 +419,8 @@ def main() -> None:
             speed = f"{v['s_per_img']:8.3f}{flops / v['s_per_img']:9.1f}"
             print(f"{impl:<16}{case:<11}{speed}{ratio}{comp}")
     results["loadavg_end"] = os.getloadavg()[0]
+    if args.remat_memory:
+        results["remat_memory_mib"] = remat_memory()
     if args.memory:
         for variant in args.memory_variants.split(","):
             m = memory_analysis(VARIANTS[variant])

@@ -24,7 +24,12 @@ def get_config() -> ml_collections.ConfigDict:
     config.eval_every_steps = 5_000  # held-out metrics + image grid (0: never)
     config.num_eval_images = 8
     config.max_consecutive_skips = 20  # non-finite steps in a row before the run stops
-    config.distributed = False  # jax.distributed.initialize() (multi-host)
+    config.distributed = False  # jax.distributed.initialize(): SLURM/Open MPI/Cloud TPU detected
+    config.coordinator_address = ""  # without a cluster manager: "host:port" of process 0
+    config.num_processes = 0  # without a cluster manager: processes in the job (0: detect)
+    config.process_id = -1  # without a cluster manager: this process's index (-1: detect)
+    config.heartbeat_timeout_s = 100  # a process silent this long is lost: the others stop
+    config.initialization_timeout_s = 300  # how long processes wait for each other at start
     config.init_from_export = ""  # initialise G from an export (regression warm start)
     config.regression_warmup_steps = 0  # GAN mode: the first N steps train G on MSE alone
     config.regression_warmup_critic = False  # ... and the critic on G's (zero-noise) output
@@ -45,11 +50,15 @@ def get_config() -> ml_collections.ConfigDict:
             "noise": True,
             "film": False,
             "film_dim": 128,
-            # None: split on CPU when num_grow_ch >= 32 (fastest there), else concatenate.
-            "split_convs": config_dict.placeholder(bool),
-            "remat": False,  # rematerialise RRDBs in the backward pass (memory)
-            "scan": False,  # lax.scan over RRDBs: ~6x faster compiles; with remat < 8 GiB
+            # Implementation choices (same function; jpeg_jax.platform.resolve_generator decides
+            # "auto"/None for the backend at start-up): "xla" | "eigen" (custom-VJP CPU kernels).
+            "conv_impl": "auto",
+            "split_convs": config_dict.placeholder(bool),  # None: split on CPU if growth >= 32
+            "remat": False,  # recompute each RRDB in the backward pass (memory)
+            "scan": False,  # nn.scan over the RRDBs (one compiled block; stacked params)
             "input_skip": False,  # output = y + network(y) (not in the paper; demo)
+            # Compute dtype of G and D, "float32" | "bfloat16": params, optimizer states, the
+            # G output, the D logits and every loss stay float32 (README, "Mixed precision").
             "dtype": "float32",
         }
     )

@@ -12,167 +12,28 @@ unusable checkpoint (nothing processed); 130 interrupted.
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import sys
-import tempfile
 import traceback
 from collections.abc import Sequence
 
+from jpeg_jax import decode_args
+from jpeg_jax.decode_args import PROG
+from jpeg_jax.pictures import (
+    std_picture,
+    stored_box,
+    to_picture,
+    upright_box,
+    write_atomically,
+)
 from jpeg_jax.platform import configure_xla, restart_with_huge_pages
 
-PROG = "jpeg-jax-decode"
-FORMATS = {"png": "PNG", "tiff": "TIFF", "webp": "WEBP"}
 JPEG_SUFFIXES = (".jpg", ".jpeg")
-
-DESCRIPTION = """\
-Restore JPEG photos: remove blocking, ringing and colour smearing, and bring back plausible
-fine detail, using a model trained for it (Man et al., "High-Perceptual Quality JPEG Decoding
-via Posterior Sampling", 2023).
-
-A heavily compressed JPEG has lost information: many different originals would give the very
-same file. Each output "sample" is one such plausible original, drawn at random by the model:
-sharp and natural-looking. With --project it also agrees with everything your JPEG records
-(saved as a JPEG with the same settings it gives back your file, up to 8-bit rounding).
-Different samples differ in details the file cannot pin down (skin texture, foliage, hair).
-Ask for several with -n to see the range of possibilities; --mean averages them into one
-smoother, "safest" picture; --uncertainty maps where they disagree.
-
-Outputs go to OUTDIR as lossless images named after each input: NAME_sample1.png,
-NAME_sample2.png, ..., NAME_mean.png, NAME_std.png. Photos are turned upright as a viewer
-shows them (EXIF orientation) and keep their colour profile (ICC). Existing files are never
-overwritten unless you pass --force."""
-
-EPILOG = """\
-The uncertainty map (NAME_std) is a grey image: black where all samples agree, brighter where
-they differ. A pixel of grey level g means a standard deviation of (g/255)^4 over the samples
-and colour channels, in units of the full 0..1 range (so g=64 is about 1 grey level of 255,
-g=128 about 16, g=255 the whole range) -- the fourth root shows small differences.
-
-Examples:
-  jpeg-jax-decode photo.jpg -o restored --checkpoint exports/imagenet
-  jpeg-jax-decode holidays/ -o restored --checkpoint exports/imagenet -n 8 --mean --uncertainty
-  jpeg-jax-decode scan.jpeg -o out --checkpoint exports/ffhq --project --format tiff
-
-Exit status: 0 everything restored; 1 some files failed or were skipped (see the messages);
-2 bad arguments or checkpoint."""
 
 
 class InputError(Exception):
     """A problem with one input file; the message is shown after the file's name."""
-
-
-def build_parser() -> argparse.ArgumentParser:
-    """The command-line interface (see ``--help``)."""
-    p = argparse.ArgumentParser(
-        prog=PROG,
-        description=DESCRIPTION,
-        epilog=EPILOG,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
-    p.add_argument(
-        "inputs",
-        nargs="+",
-        metavar="INPUT",
-        help="JPEG files, or folders searched recursively for *.jpg / *.jpeg",
-    )
-    p.add_argument(
-        "-o",
-        "--output",
-        required=True,
-        metavar="OUTDIR",
-        help="folder for the restored images (created if needed)",
-    )
-    p.add_argument(
-        "--checkpoint",
-        required=True,
-        metavar="EXPORT",
-        help="the trained model: a folder written by `python -m jpeg_jax.export`",
-    )
-    p.add_argument(
-        "-n",
-        "--num-samples",
-        type=_positive,
-        default=1,
-        metavar="N",
-        help="how many different restorations to draw per photo (default 1)",
-    )
-    p.add_argument(
-        "--project",
-        action="store_true",
-        help="make every output agree exactly with what the JPEG file records (the paper's "
-        "'-P'): only detail the file cannot pin down is changed",
-    )
-    p.add_argument(
-        "--mean",
-        action="store_true",
-        help="also write NAME_mean: the average of the samples (smoother; best "
-        "pixel-wise accuracy with many samples, e.g. -n 16)",
-    )
-    p.add_argument(
-        "--uncertainty",
-        action="store_true",
-        help="also write NAME_std: where the samples disagree (needs -n 2 or more)",
-    )
-    p.add_argument(
-        "--tile",
-        type=_tile,
-        default=1024,
-        metavar="T",
-        help="process photos larger than T x T pixels in overlapping tiles of this "
-        "size, multiple of 16 (default 1024; 0 = never tile); less memory",
-    )
-    p.add_argument(
-        "--overlap",
-        type=_tile,
-        default=64,
-        metavar="O",
-        help="overlap of neighbouring tiles in pixels, multiple of 16 (default 64; raise it if "
-        "you ever see tile seams); --tile must be at least twice this",
-    )
-    p.add_argument(
-        "--batch-size",
-        type=_positive,
-        default=1,
-        metavar="B",
-        help="samples computed at once (default 1; more is faster on a GPU)",
-    )
-    p.add_argument(
-        "--seed",
-        type=int,
-        default=0,
-        metavar="S",
-        help="random seed: the same seed gives the same samples (default 0)",
-    )
-    p.add_argument(
-        "--format",
-        choices=sorted(FORMATS),
-        default="png",
-        help="output format, always lossless (default png)",
-    )
-    p.add_argument("--force", action="store_true", help="overwrite existing outputs")
-    p.add_argument(
-        "--max-megapixels",
-        type=float,
-        default=100.0,
-        metavar="M",
-        help="refuse photos larger than M megapixels before reading them (default 100)",
-    )
-    p.add_argument("--debug", action="store_true", help="show full tracebacks of errors")
-    return p
-
-
-def _positive(text: str) -> int:
-    value = int(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
-    return value
-
-
-def _tile(text: str) -> int:
-    value = int(text)
-    if value < 0 or value % 16:
-        raise argparse.ArgumentTypeError(f"must be 0 or a positive multiple of 16, got {value}")
-    return value
 
 
 def collect_inputs(paths: Sequence[str]) -> tuple[list[tuple[str, str]], list[tuple[str, str]]]:
@@ -204,23 +65,37 @@ def collect_inputs(paths: Sequence[str]) -> tuple[list[tuple[str, str]], list[tu
 
 
 def output_paths(outdir: str, stem: str, args: argparse.Namespace) -> dict[str, str]:
-    """``{kind: path}`` of one input's outputs: ``sample1..N``, ``mean``, ``std``."""
+    """``{kind: path}`` of one input's outputs: ``sample1..N``, ``mean``, ``std``, and with
+    ``--components`` ``region_mean``, ``pcI_minus``, ``pcI_plus``, ``pcs`` (JSON)."""
     kinds = [f"sample{i + 1}" for i in range(args.num_samples)]
     kinds += ["mean"] * args.mean + ["std"] * args.uncertainty
-    return {k: os.path.join(outdir, f"{stem}_{k}.{args.format}") for k in kinds}
+    if args.components:
+        kinds.append("region_mean")
+        kinds += [f"pc{i + 1}_{sign}" for i in range(args.components) for sign in ("minus", "plus")]
+    paths = {k: os.path.join(outdir, f"{stem}_{k}.{args.format}") for k in kinds}
+    if args.components:
+        paths["pcs"] = os.path.join(outdir, f"{stem}_pcs.json")
+    return paths
 
 
-def _read_checked(path: str, max_megapixels: float):
-    """Reads and checks one input; refuses huge images from the header alone."""
+def read_checked(source: str | bytes, max_megapixels: float):
+    """Reads and checks one input (a path or the file's bytes) into a ``JpegImage``.
+
+    Refuses images above ``max_megapixels`` from the header alone, before decoding. Raises
+    :class:`InputError` with the one-line message the CLI prints after the file's name.
+    """
     from jpeg_jax import jpeg
 
-    try:
-        with open(path, "rb") as f:
-            data = f.read()
-    except IsADirectoryError:
-        raise InputError("is a directory") from None
-    except OSError as e:
-        raise InputError(f"cannot read ({e.strerror or e})") from None
+    if isinstance(source, bytes):
+        data = source
+    else:
+        try:
+            with open(source, "rb") as f:
+                data = f.read()
+        except IsADirectoryError:
+            raise InputError("is a directory") from None
+        except OSError as e:
+            raise InputError(f"cannot read ({e.strerror or e})") from None
     try:
         info = jpeg.probe_jpeg(data)
         megapixels = info.height * info.width / 1e6
@@ -234,61 +109,17 @@ def _read_checked(path: str, max_megapixels: float):
         raise InputError(str(e)) from None
 
 
-# PIL transposes for EXIF orientations 2..8 (as PIL.ImageOps.exif_transpose).
-_ORIENTATION = {
-    2: "FLIP_LEFT_RIGHT",
-    3: "ROTATE_180",
-    4: "FLIP_TOP_BOTTOM",
-    5: "TRANSPOSE",
-    6: "ROTATE_270",
-    7: "TRANSVERSE",
-    8: "ROTATE_90",
-}
+def region_box(image, region: tuple[int, int, int, int]):
+    """``--region`` (LEFT, TOP, RIGHT, BOTTOM of the upright photo) -> a stored-pixel
+    :class:`jpeg_jax.posterior.Box` on the 16-pixel grid; InputError if it misses the photo."""
+    from jpeg_jax import posterior
 
-
-def to_picture(image, orientation: int, gray: bool):
-    """float ``(H, W, 3)`` in [0, 1] -> an upright 8-bit PIL image (mode L when ``gray``)."""
-    import numpy as np
-    from PIL import Image
-
-    u8 = np.round(np.clip(np.asarray(image, np.float64), 0.0, 1.0) * 255.0).astype(np.uint8)
-    picture = Image.fromarray(u8[..., 0] if gray else u8)
-    if orientation in _ORIENTATION:
-        picture = picture.transpose(getattr(Image.Transpose, _ORIENTATION[orientation]))
-    return picture
-
-
-def std_picture(std, orientation: int):
-    """Per-pixel std ``(H, W, 3)`` in [0, 1] -> grey map of ``255 * std**(1/4)`` (see --help)."""
-    import numpy as np
-
-    level = np.clip(np.asarray(std, np.float64).mean(axis=-1), 0.0, 1.0) ** 0.25
-    return to_picture(np.repeat(level[..., None], 3, axis=-1), orientation, gray=True)
-
-
-def write_atomically(pictures: dict[str, object], fmt: str, icc: bytes | None) -> None:
-    """Saves ``{path: PIL image}`` via temporary files in the target folders, then renames all."""
-    staged = []
+    left, top, right, bottom = region
+    box = stored_box((top, left, bottom, right), image.orientation, image.size)
     try:
-        for path, picture in pictures.items():
-            folder = os.path.dirname(path) or "."
-            os.makedirs(folder, exist_ok=True)
-            fd, tmp = tempfile.mkstemp(prefix=".jpeg-jax-", suffix=".tmp", dir=folder)
-            os.close(fd)
-            staged.append((tmp, path))
-            options = {
-                "WEBP": {"lossless": True, "quality": 100, "exact": True},
-                "TIFF": {"compression": "tiff_adobe_deflate"},
-            }.get(FORMATS[fmt], {})
-            if icc and picture.mode != "L":
-                options["icc_profile"] = icc
-            picture.save(tmp, format=FORMATS[fmt], **options)
-        for tmp, path in staged:
-            os.replace(tmp, path)
-    finally:
-        for tmp, _ in staged:
-            if os.path.exists(tmp):
-                os.remove(tmp)
+        return posterior.snap_box(box, image.size)
+    except ValueError as e:
+        raise InputError(f"--region {left},{top},{right},{bottom}: {e}") from None
 
 
 def restore_file(path: str, stem: str, model, args: argparse.Namespace) -> None:
@@ -301,7 +132,8 @@ def restore_file(path: str, stem: str, model, args: argparse.Namespace) -> None:
     existing = [p for p in targets.values() if os.path.exists(p)]
     if existing and not args.force:
         raise InputError(f"output {existing[0]} exists (use --force to overwrite)")
-    image = _read_checked(path, args.max_megapixels)
+    image = read_checked(path, args.max_megapixels)
+    box = region_box(image, args.region) if args.region else None
     tile = args.tile if args.tile and max(image.size) > args.tile else None
     result = sampling.restore(
         model,
@@ -312,22 +144,80 @@ def restore_file(path: str, stem: str, model, args: argparse.Namespace) -> None:
         tile=tile,
         overlap=args.overlap,
         batch_size=args.batch_size,
+        temperature=args.temperature,
         return_mean=args.mean,
         return_std=args.uncertainty,
     )
+    samples, mean, std = result.samples, result.mean, result.std
+    if args.redraw_seed is not None:
+        samples = _redraw(model, image, samples, box, args)
+        mean = samples.mean(axis=0) if args.mean else None
+        std = samples.std(axis=0) if args.uncertainty else None
     gray = image.subsampling == "gray"
-    pictures = {}
+    outputs = {}
     for kind, target in targets.items():
         if kind == "std":
-            pictures[target] = std_picture(result.std, image.orientation)
-        else:
-            data = result.mean if kind == "mean" else result.samples[int(kind[6:]) - 1]
-            pictures[target] = to_picture(data, image.orientation, gray)
-    write_atomically(pictures, args.format, image.icc_profile)
+            outputs[target] = std_picture(std, image.orientation)
+        elif kind == "mean":
+            outputs[target] = to_picture(mean, image.orientation, gray)
+        elif kind.startswith("sample"):
+            outputs[target] = to_picture(samples[int(kind[6:]) - 1], image.orientation, gray)
+    if args.components:
+        outputs.update(_components(samples, box, image, targets, args))
+    write_atomically(outputs, args.format, image.icc_profile)
+
+
+def _redraw(model, image, samples, box, args):
+    """Every sample with ``box`` re-drawn, sample i from ``fold_in(key(redraw_seed), i)``."""
+    import jax
+    import numpy as np
+
+    from jpeg_jax import posterior
+
+    key = jax.random.key(args.redraw_seed)
+    redrawn = [
+        posterior.redraw(
+            model,
+            image,
+            sample,
+            box,
+            jax.random.fold_in(key, i),
+            temperature=args.temperature,
+            project=args.project,
+        )
+        for i, sample in enumerate(samples)
+    ]
+    return np.stack(redrawn)
+
+
+def _components(samples, box, image, targets, args) -> dict[str, object]:
+    """``--components`` outputs: the region's mean, mean -/+ sqrt(lambda_i) v_i, the JSON."""
+    from jpeg_jax import posterior
+
+    pcs = posterior.principal_components(samples[(slice(None), *box.slices())], args.components)
+    gray = image.subsampling == "gray"
+    outputs = {targets["region_mean"]: to_picture(pcs.mean, image.orientation, gray)}
+    for i in range(args.components):
+        for sign, value in (("minus", -1.0), ("plus", 1.0)):
+            picture = to_picture(pcs.image(i, value), image.orientation, gray)
+            outputs[targets[f"pc{i + 1}_{sign}"]] = picture
+    top, left, bottom, right = upright_box(box, image.orientation, image.size)
+    summary = {
+        "region": {"left": left, "top": top, "right": right, "bottom": bottom},
+        "num_samples": int(samples.shape[0]),
+        "temperature": args.temperature,
+        "variance": [float(v) * 255.0**2 for v in pcs.variances],
+        "explained_fraction": [float(v) for v in pcs.explained],
+        "total_variance": pcs.total_variance * 255.0**2,
+        "units": "variance in 8-bit grey levels squared, summed over the region's values",
+    }
+    outputs[targets["pcs"]] = (json.dumps(summary, indent=2) + "\n").encode()
+    return outputs
 
 
 def load_model(path: str):
-    """``(Generator, variables)`` from an export; raises InputError with a clear message."""
+    """``(Generator, variables)`` from an export; raises InputError with a clear message
+    (for any problem: the message of an unforeseen one names its type)."""
     import jax
 
     from jpeg_jax import export, sampling
@@ -340,10 +230,21 @@ def load_model(path: str):
         raise InputError(str(e)) from None
     except (TypeError, ValueError) as e:
         raise InputError(f"{path}: model config not understood ({e})") from None
+    except Exception as e:
+        raise InputError(f"{path}: unusable ({e!r})") from e
     shapes = jax.tree.map(lambda a: tuple(a.shape), variables["params"])
     if shapes != jax.tree.map(lambda a: tuple(a.shape), expected):
         raise InputError(f"{path}: the weights do not match the export's model config")
     return model, variables
+
+
+def describe_error(error: BaseException) -> str:
+    """The one-line message shown for a file that failed (after its name)."""
+    if isinstance(error, InputError):
+        message = str(error)
+    else:
+        message = f"unexpected {type(error).__name__}: {error}"
+    return " ".join(message.split())
 
 
 def _report(path: str, error: BaseException, debug: bool) -> None:
@@ -351,22 +252,12 @@ def _report(path: str, error: BaseException, debug: bool) -> None:
 
     if debug:
         traceback.print_exception(error, file=sys.stderr)
-    message = (
-        str(error)
-        if isinstance(error, InputError)
-        else (f"unexpected {type(error).__name__}: {error}")
-    )
-    line = " ".join(f"{PROG}: error: {path}: {message}".split())
-    tqdm.write(line, file=sys.stderr)
+    tqdm.write(f"{PROG}: error: {' '.join(path.split())}: {describe_error(error)}", file=sys.stderr)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point; returns the exit status (see the module docstring)."""
-    args = build_parser().parse_args(argv)
-    if args.uncertainty and args.num_samples < 2:
-        build_parser().error("--uncertainty needs at least 2 samples (-n 2 or more)")
-    if args.tile and args.tile < 2 * args.overlap:
-        build_parser().error(f"--tile must be at least 2 x --overlap ({2 * args.overlap})")
+    args = decode_args.parse_args(argv)
     if argv is None:  # run as a program (not called from Python): see restart_with_huge_pages
         restart_with_huge_pages()
     configure_xla()  # before JAX starts its backend (the first computation below)
@@ -374,11 +265,10 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     try:
         model = load_model(args.checkpoint)
-    except Exception as e:  # a checkpoint nothing can be done with: stop before any file
+    except InputError as e:  # a checkpoint nothing can be done with: stop before any file
         if args.debug:
             traceback.print_exception(e, file=sys.stderr)
-        problem = e if isinstance(e, InputError) else f"{args.checkpoint}: unusable ({e!r})"
-        print(" ".join(f"{PROG}: error: checkpoint {problem}".split()), file=sys.stderr)
+        print(f"{PROG}: error: checkpoint {describe_error(e)}", file=sys.stderr)
         return 2
     files, problems = collect_inputs(args.inputs)
     for path, problem in problems:

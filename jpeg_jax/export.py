@@ -5,9 +5,8 @@ metadata such as the training step and JPEG settings) and ``params.msgpack`` (fl
 serialization of the parameter tree). It is what ``eval.py``, the decoder CLI, the SM penalty's
 frozen MMSE model and the GAN's regression warm start load; never the whole train state.
 
-Command line (export the latest checkpoint of a run)::
-
-    python -m jpeg_jax.export --workdir runs/demo --out exports/demo
+This module is the file format only. Training writes ``WORKDIR/export`` at the end; to rebuild
+an export from a run's latest checkpoint, use ``python -m jpeg_jax.export_checkpoint``.
 """
 
 from __future__ import annotations
@@ -122,7 +121,7 @@ def load(path: str | os.PathLike) -> Exported:
     if not (os.path.isfile(config_path) and os.path.isfile(params_path)):
         raise ExportError(
             f"{path}: not a jpeg_jax export (expected {_CONFIG_FILE} and {_PARAMS_FILE}; "
-            "create one with `python -m jpeg_jax.export --workdir RUN --out DIR`)"
+            "create one with `python -m jpeg_jax.export_checkpoint --workdir RUN --out DIR`)"
         )
     try:
         with open(config_path) as f:
@@ -136,51 +135,8 @@ def load(path: str | os.PathLike) -> Exported:
     return Exported(config["generator"], params, config.get("metadata", {}))
 
 
-def export_latest_checkpoint(workdir: str, out: str) -> str:
-    """Export the EMA generator of the latest checkpoint in a training ``workdir``."""
-    import ml_collections
-
-    from jpeg_jax import checkpoint, train_lib, train_state
-
-    config_path = os.path.join(workdir, "config.json")
-    if not os.path.isfile(config_path):
-        raise ExportError(f"{workdir}: no config.json (not a jpeg_jax training directory)")
-    with open(config_path) as f:
-        config = ml_collections.ConfigDict(json.load(f))
-    models = train_state.make_models(config)
-    optimizers = train_state.make_optimizers(config)
-    config.init_from_export = ""  # the checkpoint holds the trained weights
-    state = train_state.init_state(config, models, optimizers, jax.random.key(0))
-    manager = checkpoint.make_manager(workdir, config)
-    restored = checkpoint.restore_latest(manager, state)
-    manager.close()
-    if restored is None:
-        raise ExportError(f"{workdir}: no complete checkpoint to export")
-    return train_lib.export_generator(config, restored, out)
-
-
-def main(argv=None) -> int:
-    import argparse
-    import sys
-
-    from jpeg_jax.platform import configure_xla
-
-    configure_xla()
-    parser = argparse.ArgumentParser(
-        prog="python -m jpeg_jax.export",
-        description="Export the EMA generator of a training run's latest checkpoint.",
-    )
-    parser.add_argument("--workdir", required=True, help="training directory (train.py --workdir)")
-    parser.add_argument("--out", required=True, help="export directory to write")
-    args = parser.parse_args(argv)
-    try:
-        path = export_latest_checkpoint(args.workdir, args.out)
-    except (ExportError, OSError, ValueError) as e:
-        print(f"export: error: {e}", file=sys.stderr)
-        return 1
-    print(f"exported {path}")
-    return 0
-
-
 if __name__ == "__main__":
-    raise SystemExit(main())
+    raise SystemExit(
+        "jpeg_jax.export is the file format only; to export a training run's latest checkpoint "
+        "run: python -m jpeg_jax.export_checkpoint --workdir RUN --out DIR"
+    )

@@ -67,6 +67,12 @@ def default_data_config() -> ml_collections.ConfigDict:
             "eval_quality": 5,  # evaluation JPEG quality (paper: FFHQ 5, ImageNet 10).
             "eval_crop": 0,  # evaluation: 0 = whole images, else central crop of this side.
             "eval_num_examples": -1,  # evaluation: first N images of the split, -1 = all.
+            # evaluation: only the eval_split's images named in a list: "" (all), "ctest10k"
+            # (ImageNet validation, Table 5) or a list file (jpeg_jax.datasets.subsets).
+            "eval_subset": "",
+            # FID/KID reference statistics (jpeg_jax.fid_stats): this split of the source, whole
+            # or eval_crop-cropped as the test images (paper: FFHQ train; ImageNet validation).
+            "fid_reference_split": "train",
             "num_parallel_calls": -1,  # per-example map threads, -1 = tf.data AUTOTUNE.
             "prefetch": -1,  # batches prefetched, -1 = AUTOTUNE.
         }
@@ -253,44 +259,120 @@ def create_train_dataset(
     return dataset.as_numpy_iterator()
 
 
-def build_eval_dataset(
+def build_image_dataset(
     config_data,
+    split: str,
     *,
-    batch_size: int,
+    subset: str = "",
+    max_examples: int | None = None,
     process_index: int | None = None,
     process_count: int | None = None,
 ) -> tf.data.Dataset:
-    """Evaluation pipeline: one pass, fixed order, no augmentation, fixed ``eval_quality``.
+    """The evaluation images of a split, one at a time, in a fixed order (no JPEG).
 
-    Whole images (``eval_crop == 0``; images of different sizes need ``batch_size=1``) or
-    central ``eval_crop`` crops. The last batch may be smaller. Each process gets a disjoint
-    shard of the first ``eval_num_examples`` images of ``eval_split``.
+    What evaluation calls the ground truth ``x``, before any JPEG: the whole image
+    (``eval_crop == 0``) or its central ``eval_crop`` crop. Inception reference statistics
+    (:mod:`jpeg_jax.fid_stats`) are computed on these images.
+
+    Args:
+      config_data: ``config.data``.
+      split: the split to read (any split of the source, e.g. ``"train"`` for FFHQ).
+      subset: keep only the images of a named subset or list file (see ``eval_subset``).
+      max_examples: the first N images of the split (after ``subset``), None for all.
+      process_index, process_count: this host's disjoint shard; default ``jax`` process.
+
+    Returns:
+      Dataset of dicts ``x`` (uint8 (H, W, 3)) and ``name`` (bytes).
     """
     _hide_accelerators()
     process_index, process_count = _process(process_index, process_count)
     c = config_data
     source = open_source(
         c,
-        c.eval_split,
+        split,
         process_index=process_index,
         process_count=process_count,
-        max_examples=None if c.eval_num_examples < 0 else c.eval_num_examples,
+        max_examples=max_examples,
+        subset=subset,
     )
 
-    def make_example(example):
-        x = transforms.center_crop(transforms.decode(example["data"]), c.eval_crop)
-        jpeg = transforms.degrade(x, c.eval_quality, c.subsampling)
-        return {"x": x, "name": example["name"], **jpeg}
+    def load(example):
+        return {
+            "x": transforms.center_crop(transforms.decode(example["data"]), c.eval_crop),
+            "name": example["name"],
+        }
 
-    dataset = source.ordered().map(make_example, num_parallel_calls=_threads(c), deterministic=True)
-    dataset = dataset.batch(batch_size, drop_remainder=False).map(_to_float)
+    dataset = source.ordered().map(load, num_parallel_calls=_threads(c), deterministic=True)
+    return dataset.with_options(_options())
+
+
+def build_eval_dataset(
+    config_data,
+    *,
+    batch_size: int | None,
+    process_index: int | None = None,
+    process_count: int | None = None,
+) -> tf.data.Dataset:
+    """Evaluation pipeline: one pass, fixed order, no augmentation, fixed ``eval_quality``.
+
+    Whole images (``eval_crop == 0``; images of different sizes need ``batch_size=1``, or
+    ``None`` and :func:`batch_by_shape`) or central ``eval_crop`` crops. The last batch may be
+    smaller. Each process gets a disjoint shard of the first ``eval_num_examples`` images of
+    ``eval_split`` (of its ``eval_subset`` if one is named). ``batch_size=None`` yields single
+    examples without a batch dimension.
+    """
+    c = config_data
+    images = build_image_dataset(
+        c,
+        c.eval_split,
+        subset=c.eval_subset,
+        max_examples=None if c.eval_num_examples < 0 else c.eval_num_examples,
+        process_index=process_index,
+        process_count=process_count,
+    )
+
+    def degrade(example):
+        return {**example, **transforms.degrade(example["x"], c.eval_quality, c.subsampling)}
+
+    dataset = images.map(degrade, num_parallel_calls=_threads(c), deterministic=True)
+    if batch_size is not None:
+        dataset = dataset.batch(batch_size, drop_remainder=False)
+    dataset = dataset.map(_to_float)
     return dataset.prefetch(tf.data.AUTOTUNE).with_options(_options())
+
+
+def batch_by_shape(examples, batch_size: int, key: str = "x") -> Iterator[dict[str, np.ndarray]]:
+    """Stack consecutive examples into batches of up to ``batch_size`` whose ``key`` shapes agree.
+
+    For whole images of mixed sizes: a batch ends when it is full or the next image's size
+    differs (FFHQ-128's equal images always make full batches). Order is kept.
+
+    Args:
+      examples: iterable of dicts of numpy values without a batch dimension (e.g. the
+        ``as_numpy_iterator()`` of :func:`build_eval_dataset` with ``batch_size=None``).
+      batch_size: B >= 1.
+
+    Yields:
+      Dicts of stacked arrays (B', ...), B' <= B.
+    """
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+    pending: list[dict] = []
+    for example in examples:
+        if pending and (
+            len(pending) == batch_size or np.shape(example[key]) != np.shape(pending[0][key])
+        ):
+            yield {k: np.stack([e[k] for e in pending]) for k in pending[0]}
+            pending = []
+        pending.append(example)
+    if pending:
+        yield {k: np.stack([e[k] for e in pending]) for k in pending[0]}
 
 
 def create_eval_dataset(
     config_data,
     *,
-    batch_size: int,
+    batch_size: int | None,
     process_index: int | None = None,
     process_count: int | None = None,
 ) -> Iterator[dict[str, np.ndarray]]:
@@ -298,7 +380,8 @@ def create_eval_dataset(
 
     Keys: ``x``, ``y`` float32 (B, H, W, 3) in [0, 1]; ``qtables`` int32 (B, 2, 8, 8);
     ``quality`` int32 (B,); ``jpeg`` (B,) object array of the JPEG files' bytes (``y`` is their
-    libjpeg decode); ``name`` (B,) object array of bytes.
+    libjpeg decode); ``name`` (B,) object array of bytes. ``batch_size=None``: single examples,
+    the same keys without the B dimension (``jpeg`` and ``name`` then bytes).
     """
     dataset = build_eval_dataset(
         config_data,

@@ -148,15 +148,20 @@ def consistency_penalty(
     (libjpeg's integer DCT), so the target's encoding may stand in for the file.
 
     Args:
-        x_hat: (B, H, W, 3) restorations in [0, 1].
+        x_hat: (B, H, W, 3) restorations, nominally in [0, 1] (the generator does not clip).
         q_coeffs: ``jpeg.Coefficients`` (y, cb, cr), each (B, Bh, Bw, 8, 8), integer-valued;
             cb/cr None for "gray".
         qtables: (B, 2, 8, 8) or (2, 8, 8) quantization tables of y.
         subsampling: chroma subsampling of y ("4:4:4", "4:2:2", "4:2:0", "gray").
-        exact: passed to ``jpeg.quantized_dct``: True rounds the 8-bit pixels and the colour
-            conversion like libjpeg does when the restoration is saved and re-encoded
-            (straight-through gradients, so the gradient is the float pipeline's); False keeps
-            the forward pass smooth as the paper's differentiable JPEG.
+        exact: True computes the coefficients of the file a user would get by saving
+            ``x_hat`` as 8-bit and re-encoding it with libjpeg: pixels clipped to [0, 1] and
+            rounded to 8 bits, libjpeg's integer colour conversion and chroma downsampling
+            (``jpeg.quantized_dct(exact=True)``). Every one of those steps is straight-through,
+            the clipping included, so the gradient is exactly the float pipeline's everywhere:
+            pixels the generator pushes outside [0, 1] still feel the consistency penalty, as in
+            the authors' float pipeline and as :class:`jpeg_jax.models.Generator` (whose output
+            is deliberately not clipped) relies on. False keeps the forward pass smooth as the
+            paper's differentiable JPEG (no clipping, no rounding).
         margin_low, margin_high: hinge margins (see :func:`consistency_hinge`).
 
     Returns:
@@ -164,6 +169,11 @@ def consistency_penalty(
     """
     from jpeg_jax import jpeg  # lazy: the JPEG core imports more than the losses need
 
+    if exact:
+        # The saved image is clipped, but ``jpeg.quantized_dct`` clamps with a zero gradient
+        # outside [0, 255]; clipping here first with a straight-through gradient keeps its values
+        # and passes the float pipeline's gradient to out-of-range pixels (see ``exact``).
+        x_hat = x_hat + jax.lax.stop_gradient(jnp.clip(x_hat, 0.0, 1.0) - x_hat)
     c = jpeg.quantized_dct(x_hat, qtables, subsampling=subsampling, exact=exact)
     pairs = [(a, b) for a, b in zip(c, q_coeffs, strict=True) if a is not None]
     c_flat = jnp.concatenate([a.reshape(a.shape[0], -1) for a, _ in pairs], axis=-1)

@@ -1,8 +1,10 @@
-"""Process-level settings that must be applied before JAX starts its backend.
+"""Platform choices, made once at start-up: XLA flags, malloc tunables, generator variants.
 
 Entry points, tests and benchmarks call :func:`configure_xla` before the first JAX computation.
 Programs (``train.py``, ``eval.py``, ``jpeg-jax-decode``, the benchmarks) first call
-:func:`restart_with_huge_pages`.
+:func:`restart_with_huge_pages`. Every backend-dependent model choice is made by
+:func:`resolve_generator` (training: ``train_state.generator_kwargs``; sampling:
+``sampling.resolve_model``); model and sampling code never ask for the backend.
 """
 
 from __future__ import annotations
@@ -10,10 +12,11 @@ from __future__ import annotations
 import os
 import platform
 import sys
+from collections.abc import Mapping
+from typing import Any
 
 # jax 0.10 sends XLA:CPU convolutions to YNNPACK, which runs on a single core; emptying the
-# fusion type keeps them on XLA's own multi-threaded path (generator forward 1.6x faster on 2
-# cores, measured with jax 0.10.2).
+# fusion type keeps them on XLA's own multi-threaded path (benchmarks/RESULTS.md, "Models").
 _YNN_FLAG = "--xla_cpu_experimental_ynn_fusion_type"
 
 
@@ -49,17 +52,10 @@ def hide_accelerators_from_tensorflow() -> None:
     tf.config.set_visible_devices([], "TPU")
 
 
-# XLA:CPU takes each executable's scratch memory ("temp" buffer: 3.1 GB for the paper-size
-# generator's forward+backward at batch 4, 128^2) from malloc on every call. glibc serves
-# blocks that large with a fresh mmap and returns them with munmap, so every call faults the
-# whole block back in, 4 KiB page by 4 KiB page (760,000 faults, ~1.2 s of kernel time per call
-# on 2 cores). With this tunable glibc asks for transparent huge pages on its large mappings
-# (madvise), so the same memory comes back in 2 MiB pages: 3,000-35,000 faults, forward+backward
-# 1.42 -> 1.27 s/img, forward batch 8 ~7 % faster, batch 1 and the tf.data-fed demo unchanged,
-# one program at a time (benchmarks/RESULTS.md; a models.py run with four worker processes
-# taking turns did not show the forward gain). Keeping the freed memory instead (one malloc
-# arena, no mmap, no trimming) removed every fault but made user time grow as much and slowed
-# tf.data-fed training by ~20 %.
+# XLA:CPU mallocs each executable's multi-GB scratch buffer on every call; glibc maps it afresh
+# and faults it in 4 KiB page by page. With this tunable glibc asks for transparent huge pages
+# on its large mappings (madvise). Measured gains and the alternatives tried:
+# benchmarks/RESULTS.md ("Huge pages", "XLA:CPU scratch memory and glibc").
 MALLOC_TUNABLES = {"glibc.malloc.hugetlb": "1"}
 # 1: restart with the tunables; 0: never; unset: the program's default (on).
 HUGE_PAGES_ENV = "JPEG_JAX_HUGE_PAGES"
@@ -118,3 +114,53 @@ def restart_with_huge_pages(*, default: bool = True) -> None:
         os.execve(sys.executable, [sys.executable, *sys.orig_argv[1:]], env)
     except OSError:  # e.g. an interpreter that cannot be re-executed: run with glibc's defaults
         return
+
+
+# Generator attributes that choose an implementation, not the function computed.
+PLATFORM_KEYS = ("conv_impl", "split_convs", "scan", "remat")
+AUTO = "auto"
+# The narrowest growth width at which split dense convolutions are used on CPU.
+SPLIT_MIN_GROWTH = 32
+
+
+def resolve_generator(
+    options: Mapping[str, Any], *, backend: str | None = None, inference: bool = False
+) -> dict[str, Any]:
+    """Concrete ``Generator`` attributes for a backend: the one place that decides the platform.
+
+    Rules (measurements behind them: benchmarks/RESULTS.md, "Models"):
+    - ``conv_impl`` ``"auto"`` (or absent): ``"eigen"`` on CPU (custom-VJP convolutions in the
+      layout XLA:CPU's Eigen kernels need), ``"xla"`` on GPU/TPU (XLA's own gradients).
+    - ``split_convs`` ``None``/``"auto"``: on CPU for growth width >= :data:`SPLIT_MIN_GROWTH`,
+      where it trained fastest; otherwise concatenate (GPU/TPU: one larger convolution).
+    - ``inference=True`` (sampling an export): every key of :data:`PLATFORM_KEYS` is chosen
+      afresh, since an export's were chosen for the machine that trained it; ``remat`` off (no
+      backward), ``scan`` on CPU (forward as fast, compiles far sooner), as exported elsewhere.
+    Other keys are returned unchanged; explicit values are kept (except with ``inference``).
+
+    Args:
+      options: ``Generator`` attributes, e.g. ``config.model.generator`` as a dict or an
+        export's ``generator`` dict.
+      backend: ``"cpu"``, ``"gpu"``, ``"tpu"``, ...; default ``jax.default_backend()`` (this
+        initialises JAX: call :func:`configure_xla` first).
+      inference: choose for sampling rather than training.
+
+    Returns:
+      A new dict with concrete ``conv_impl`` and ``split_convs`` (and ``scan``, ``remat`` with
+      ``inference``).
+    """
+    if backend is None:
+        import jax
+
+        backend = jax.default_backend()
+    cpu = backend == "cpu"
+    out = dict(options)
+    if inference:
+        out.update(conv_impl=AUTO, split_convs=None, remat=False)
+        if cpu:
+            out["scan"] = True
+    if out.get("conv_impl", AUTO) == AUTO:
+        out["conv_impl"] = "eigen" if cpu else "xla"
+    if out.get("split_convs") in (None, AUTO):
+        out["split_convs"] = cpu and int(out.get("num_grow_ch", 32)) >= SPLIT_MIN_GROWTH
+    return out

@@ -42,12 +42,13 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jpeg_jax import export, jpeg
-from jpeg_jax.models import Generator
+from jpeg_jax import export, jpeg, platform
+from jpeg_jax.models import Generator, convert
 
 GRID = 16  # tile origins and sizes: the 4:2:0 macroblock, the generator's padding multiple
 DEFAULT_OVERLAP = 64
 DEFAULT_BATCH_SIZE = 4
+NOISE_SCALE = "noise_scale"  # the generator's parameter that multiplies every noise map
 
 
 @dataclasses.dataclass(frozen=True)
@@ -68,15 +69,18 @@ class Restoration:
 
 
 def resolve_model(params_or_export: Any) -> tuple[Generator, Any]:
-    """A ``(Generator, variables)`` pair from an export, an export path or a (module, params)."""
+    """A ``(Generator, variables)`` pair from an export, an export path or a (module, params).
+
+    An export is built with the implementation choices of
+    :func:`jpeg_jax.platform.resolve_generator` for sampling on this backend (same samples as
+    the exported module, up to float rounding); parameters are converted to the module's
+    stacking (:func:`jpeg_jax.models.convert.to_stacking`) whichever stacking they come in.
+    """
     if isinstance(params_or_export, str | os.PathLike):
         params_or_export = export.load(params_or_export)
     if isinstance(params_or_export, export.Exported):
-        # On CPU the scanned trunk runs the forward as fast as the unrolled one or faster and
-        # compiles ~15x sooner (2 vs 30 s at paper size, benchmarks/RESULTS.md); same
-        # parameters, same noise, same samples.
-        scan = {"scan": True} if jax.default_backend() == "cpu" else {}
-        model, params = params_or_export.build(**scan), params_or_export.params
+        options = platform.resolve_generator(params_or_export.generator, inference=True)
+        model, params = params_or_export.build(**options), params_or_export.params
     elif isinstance(params_or_export, tuple) and len(params_or_export) == 2:
         model, params = params_or_export
     else:
@@ -86,8 +90,33 @@ def resolve_model(params_or_export: Any) -> tuple[Generator, Any]:
         )
     if not isinstance(model, Generator):
         raise TypeError(f"expected a Generator module, got {type(model).__name__}")
-    variables = params if set(params) == {"params"} else {"params": params}
-    return model, variables
+    params = params["params"] if set(params) == {"params"} else params
+    if convert.is_stacked(params) != model.scan:
+        params = convert.to_stacking(params, scan=model.scan)
+    return model, {"params": params}
+
+
+def scale_noise(variables: Any, temperature: float | jax.Array) -> Any:
+    """``variables`` with every ``noise_scale`` leaf multiplied by ``temperature``.
+
+    The generator with the result injects ``temperature`` times its noise (see the module
+    docstring); works on plain or traced values, so a jitted caller compiles once for all
+    temperatures.
+    """
+
+    def scale(path, value):
+        last = path[-1] if path else None
+        return value * temperature if getattr(last, "key", None) == NOISE_SCALE else value
+
+    return jax.tree_util.tree_map_with_path(scale, variables)
+
+
+def check_temperature(temperature: float) -> float:
+    """``temperature`` as a float; ValueError unless it is finite and >= 0."""
+    value = float(temperature)
+    if not math.isfinite(value) or value < 0:
+        raise ValueError(f"temperature must be a finite number >= 0, got {temperature}")
+    return value
 
 
 @functools.partial(jax.jit, static_argnames=("model", "deterministic", "gray"))
@@ -100,6 +129,7 @@ def sample_tile(
     indices: jax.Array,
     tile_index: jax.Array,
     *,
+    temperature: float | jax.Array = 1.0,
     deterministic: bool = False,
     gray: bool = False,
 ) -> jax.Array:
@@ -114,6 +144,7 @@ def sample_tile(
       indices: ``(B,)`` int32 sample indices; sample ``i`` uses
         ``fold_in(fold_in(rng, i), tile_index)``.
       tile_index: scalar int32.
+      temperature: scales the injected noise (traced: no recompilation per value).
       deterministic: the noise-free "mean path" of the generator.
       gray: average the output channels (grayscale files).
 
@@ -121,6 +152,7 @@ def sample_tile(
       ``(B, h, w, 3)`` float32 samples clipped to [0, 1].
     """
     tables = qtables[None] if model.film else None
+    variables = scale_noise(variables, temperature)
 
     def one(index):
         key = jax.random.fold_in(jax.random.fold_in(rng, index), tile_index)
@@ -176,8 +208,13 @@ def _check_tiling(tile: int | None, overlap: int) -> None:
         )
 
 
-def _inputs(source: Any, qtables: Any, subsampling: str | None):
-    """(pixels float32 (H, W, 3), qtables (2, 8, 8), subsampling, JpegImage or None)."""
+def decoded_inputs(source: Any, qtables: Any = None, subsampling: str | None = None):
+    """What the generator needs from :func:`restore`'s ``source`` (same arguments).
+
+    Returns:
+      ``(pixels, qtables, subsampling, image)``: float32 ``(H, W, 3)`` in [0, 1], the
+      ``(2, 8, 8)`` tables, the subsampling name, and the ``JpegImage`` (None for pixel input).
+    """
     if isinstance(source, jpeg.JpegImage):
         return source.pixels / np.float32(255.0), source.qtables, source.subsampling, source
     pixels = np.asarray(source)
@@ -220,28 +257,49 @@ def _assemble(model, variables, y, qtables, num_samples, rng, tile, overlap, bat
 _project = jax.jit(jpeg.project, static_argnames=("subsampling", "max_iterations"))
 
 
-def project_exact(sample: np.ndarray, image: jpeg.JpegImage, *, max_iterations: int = 1000):
+def project_exact(
+    sample: np.ndarray,
+    image: jpeg.JpegImage,
+    *,
+    box: tuple[int, int, int, int] | None = None,
+    max_iterations: int = 1000,
+) -> np.ndarray:
     """:func:`jpeg.project` of one ``(H, W, 3)`` image, iterating only where it must.
 
     Projection is local to MCUs. For whole MCUs one pass is exact; the last partial MCU row and
     column (libjpeg pads them by replication) need many passes (hundreds for a random start),
     which run on those strips alone (a strip starting on the MCU grid is a JPEG of its own with
-    the file's blocks); a final whole-image pass fixes coefficients on a bin edge.
+    the file's blocks); a final pass over the whole region fixes coefficients on a bin edge.
+
+    Args:
+      sample: float32 ``(H, W, 3)``, the file's size.
+      image: the file.
+      box: ``(top, left, bottom, right)``: project only these pixels (the rest is returned as
+        is). ``top``/``left`` on the MCU grid (multiples of 16 always are), ``bottom``/``right``
+        on it too or at the image's edge. Default: the whole image.
+      max_iterations: bound on the passes of a partial-MCU strip.
 
     Returns:
-      float32 ``(H, W, 3)``, every coefficient in its bin (not clipped or rounded).
+      float32 ``(H, W, 3)``, every coefficient of the region in its bin (not clipped/rounded).
     """
     h, w = sample.shape[:2]
+    r0, c0, r1, c1 = (0, 0, h, w) if box is None else box
     fh, fv = jpeg.SUBSAMPLING[image.subsampling] or (1, 1)
-    top, left = h // (8 * fv) * 8 * fv, w // (8 * fh) * 8 * fh
-    out = np.empty_like(sample, dtype=np.float32)
-    for r0, r1, c0, c1 in ((0, top, 0, left), (0, top, left, w), (top, h, 0, w)):
-        if r1 <= r0 or c1 <= c0:
-            continue
-        out[r0:r1, c0:c1] = _project_region(sample, image, (r0, r1, c0, c1), max_iterations)
+    edges = (r1 == h or r1 % (8 * fv) == 0) and (c1 == w or c1 % (8 * fh) == 0)
+    if r0 % (8 * fv) or c0 % (8 * fh) or not edges or not (0 <= r0 < r1 <= h and 0 <= c0 < c1 <= w):
+        raise ValueError(f"box {box} is not on the file's MCU grid inside {h}x{w}")
+    top = r0 + (r1 - r0) // (8 * fv) * 8 * fv
+    left = c0 + (c1 - c0) // (8 * fh) * 8 * fh
+    out = np.array(sample, dtype=np.float32)
+    for r, c in (((r0, top), (c0, left)), ((r0, top), (left, c1)), ((top, r1), (c0, c1))):
+        if r[1] > r[0] and c[1] > c[0]:
+            out[r[0] : r[1], c[0] : c[1]] = _project_region(
+                out, image, (r[0], r[1], c[0], c[1]), max_iterations
+            )
     # Float rounding differs between a strip and the whole image: a coefficient that was a hair
-    # inside its bin may end a hair outside. A pass over the whole image moves only those.
-    return _project_region(out, image, (0, h, 0, w), max_iterations)
+    # inside its bin may end a hair outside. A pass over the whole region moves only those.
+    out[r0:r1, c0:c1] = _project_region(out, image, (r0, r1, c0, c1), max_iterations)
+    return out
 
 
 def _project_region(sample, image, box, max_iterations):
@@ -280,6 +338,7 @@ def restore(
     tile: int | None = None,
     overlap: int = DEFAULT_OVERLAP,
     batch_size: int = DEFAULT_BATCH_SIZE,
+    temperature: float = 1.0,
     deterministic: bool = False,
     return_mean: bool = False,
     return_std: bool = False,
@@ -303,7 +362,11 @@ def restore(
         direction is edge-padded to ``tile`` there, so all tiles of all images share one shape.
       overlap: minimum overlap of neighbouring tiles (multiple of 16; see the module docstring).
       batch_size: samples per generator call (vmapped); memory grows linearly with it.
-      deterministic: noise-free generator (every sample identical; for tests and MMSE models).
+      temperature: tau >= 0, the factor on the injected noise: 0 is the deterministic path (every
+        sample identical), 1 the model's posterior; larger values give more diverse samples
+        (see the module docstring). Any value uses the same compiled function.
+      deterministic: noise-free generator (every sample identical; for tests and MMSE models);
+        the same as ``temperature=0``.
       return_mean: also return the per-pixel mean of the samples.
       return_std: also return the per-pixel standard deviation of the samples.
 
@@ -315,8 +378,9 @@ def restore(
             f"num_samples and batch_size must be >= 1, got {num_samples}, {batch_size}"
         )
     _check_tiling(tile, overlap)
+    temperature = check_temperature(temperature)
     model, variables = resolve_model(params_or_export)
-    pixels, tables, subsampling, image = _inputs(source, qtables, subsampling)
+    pixels, tables, subsampling, image = decoded_inputs(source, qtables, subsampling)
     if project and image is None:
         raise ValueError("project=True needs a JpegImage (the file's exact coefficients)")
     h, w = pixels.shape[:2]
@@ -337,7 +401,8 @@ def restore(
         tile,
         overlap,
         batch_size,
-        deterministic=deterministic,
+        temperature=np.float32(temperature),
+        deterministic=deterministic or temperature == 0,
         gray=subsampling == "gray",
     )[:, :h, :w]
     if project:

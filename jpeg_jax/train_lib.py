@@ -1,14 +1,18 @@
 """The training loop: ``train_and_evaluate(config, workdir)``.
 
-Sections: set-up (distributed, mesh, models, state, restore), input, logging, the loop
-(with preemption handling), held-out evaluation, export.
+Sections: set-up (processes, checkpoints, preemption, models, state, restore), input, the loop
+(logging, held-out evaluation, checkpoints), the end (final checkpoint, export).
+
+Multi-process rule: every collective (the jitted step, checkpoint saves, restores and waits,
+fetching arrays to the host) runs on every process, decided only by values all processes share
+(the step, the config, the preemption agreement). Only the chief (process 0) writes files of
+its own: logs, figures, the export and ``config.json``.
 """
 
 from __future__ import annotations
 
-import json
+import contextlib
 import os
-import signal
 import time
 
 import jax
@@ -21,10 +25,12 @@ from absl import logging
 from jpeg_jax import (
     checkpoint,
     demo,
-    export,
+    export_checkpoint,
     input_pipeline,
     jpeg,
     metrics,
+    multihost,
+    train_logging,
     train_state,
     train_step,
 )
@@ -34,35 +40,28 @@ class TrainingError(RuntimeError):
     """Training cannot go on (e.g. too many consecutive non-finite steps)."""
 
 
-class _Preemption:
-    """SIGTERM/SIGINT set a flag; the loop saves at the next step boundary and returns."""
+def maybe_initialize_distributed(config: ml_collections.ConfigDict) -> bool:
+    """Start ``jax.distributed`` when ``config.distributed`` or ``config.coordinator_address``
+    (or the environment's ``JAX_COORDINATOR_ADDRESS``) asks; returns whether it runs.
 
-    def __init__(self):
-        self.requested = False
-        self._previous = {}
-
-    def __enter__(self):
-        for sig in (signal.SIGTERM, signal.SIGINT):
-            try:
-                self._previous[sig] = signal.signal(sig, self._handle)
-            except ValueError:  # not the main thread: leave signals alone
-                pass
-        return self
-
-    def _handle(self, signum, frame):
-        del frame
-        logging.warning("signal %d: saving at the next step boundary, then exiting", signum)
-        self.requested = True
-
-    def __exit__(self, *exc):
-        for sig, handler in self._previous.items():
-            signal.signal(sig, handler)
-
-
-def maybe_initialize_distributed(config) -> None:
-    """``jax.distributed.initialize()`` when the config (or JAX_COORDINATOR_ADDRESS) asks."""
-    if config.distributed or os.environ.get("JAX_COORDINATOR_ADDRESS"):
-        jax.distributed.initialize()
+    Values the config leaves unset come from the environment (``JAX_COORDINATOR_ADDRESS``,
+    ``JAX_NUM_PROCESSES``, ``JAX_PROCESS_ID``), else from the cluster (SLURM, Open MPI, TPU).
+    """
+    wanted = config.distributed or config.coordinator_address
+    if not (wanted or os.environ.get("JAX_COORDINATOR_ADDRESS")):
+        return False
+    if not jax.distributed.is_initialized():
+        process_id = config.process_id if config.process_id >= 0 else None
+        multihost.initialize(
+            coordinator_address=config.coordinator_address or None,
+            num_processes=config.num_processes or multihost.env_int("JAX_NUM_PROCESSES"),
+            process_id=process_id
+            if process_id is not None
+            else multihost.env_int("JAX_PROCESS_ID"),
+            heartbeat_timeout_s=config.heartbeat_timeout_s,
+            initialization_timeout_s=config.initialization_timeout_s,
+        )
+    return True
 
 
 def _held_out_batch(config) -> dict:
@@ -78,7 +77,11 @@ def _held_out_batch(config) -> dict:
 
 
 def evaluate_held_out(config, generator, params, batch, key, num_samples: int = 4) -> tuple:
-    """Samples of the held-out batch and their metrics (PSNR, consistency, sample std)."""
+    """Samples of the held-out batch and their metrics (PSNR, consistency, sample std).
+
+    Runs on this process's devices only (``params`` on the host, e.g. from
+    :func:`train_step.fetch`): no collective.
+    """
     y, qt, x = jnp.asarray(batch["y"]), jnp.asarray(batch["qtables"]), batch["x"]
     keys = jax.random.split(key, num_samples)
     apply = demo.jitted_apply(generator)
@@ -99,87 +102,101 @@ def evaluate_held_out(config, generator, params, batch, key, num_samples: int = 
     return values, samples
 
 
-class _Logger:
-    """Process 0 writes TensorBoard events and a metrics JSONL; other processes stay quiet."""
-
-    def __init__(self, workdir: str, enabled: bool):
-        self.enabled = enabled
-        if enabled:
-            import tensorflow as tf
-
-            self._tf = tf
-            self._writer = tf.summary.create_file_writer(os.path.join(workdir, "tensorboard"))
-            self._jsonl = open(os.path.join(workdir, "metrics.jsonl"), "a")  # noqa: SIM115
-
-    def scalars(self, step: int, values: dict) -> None:
-        if not self.enabled:
-            return
-        with self._writer.as_default(step=step):
-            for k, v in values.items():
-                self._tf.summary.scalar(k, v)
-        self._jsonl.write(json.dumps({"step": step, **values}) + "\n")
-        self._jsonl.flush()
-
-    def images(self, step: int, batch: dict, samples: np.ndarray) -> None:
-        if not self.enabled:
-            return
-        n = min(4, batch["x"].shape[0])
-        rows = [batch["y"][:n], *samples[:3, :n], batch["x"][:n]]
-        grid = np.concatenate([np.concatenate(list(r), axis=1) for r in rows], axis=0)
-        with self._writer.as_default(step=step):
-            self._tf.summary.image("y | samples | x", grid[None], max_outputs=1)
-
-    def close(self) -> None:
-        if self.enabled:
-            self._writer.flush()
-            self._jsonl.close()
+def _train_metrics(config, state, window: list, seconds: float) -> dict:
+    """Means over the logging window; stops the run (on every process) after too many skips."""
+    skips = int(jax.device_get(state.skips))
+    if skips >= config.max_consecutive_skips:
+        step = int(jax.device_get(state.step))
+        raise TrainingError(
+            f"{skips} consecutive steps had a non-finite loss or gradient (last good step "
+            f"{step - skips}); lower the learning rate or check the data. The last checkpoint "
+            "is NaN-free."
+        )
+    names = dict.fromkeys(k for m in window for k in m)  # warm-up steps log fewer terms
+    values = {k: float(np.mean([m[k] for m in window if k in m])) for k in names}
+    values["steps_per_sec"] = len(window) / seconds
+    values["images_per_sec"] = values["steps_per_sec"] * config.batch_size
+    return values
 
 
-def export_generator(config, state, path: str) -> str:
-    """Write the EMA generator and its config as an export directory."""
-    kwargs = train_state.generator_kwargs(config)
-    metadata = {
-        "step": int(jax.device_get(state.step)),
-        "mode": config.mode,
-        "subsampling": config.data.subsampling,
-        "quality_mode": config.data.quality_mode,
-        "quality": config.data.quality,
-    }
-    return export.save(path, kwargs, state.ema_params, metadata=metadata)
+def _setup_state(config, mesh, manager, start_step: int, init_key):
+    """Models, optimizers and the replicated state (restored when ``start_step`` > 0)."""
+    models = train_state.make_models(config)
+    optimizers = train_state.make_optimizers(config)
+    state = train_state.init_state(
+        config, models, optimizers, init_key, train_state.load_frozen(config)
+    )
+    state = train_step.replicate(mesh, state)
+    if start_step:
+        state = train_step.replicate(mesh, checkpoint.restore(manager, state, start_step))
+    return models, optimizers, state
 
 
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str):
     """Train (or resume) the model a config describes; export the EMA generator at the end.
 
+    In a multi-process job, call it on every process with the same config and a ``workdir``
+    all of them see. SIGTERM/SIGINT on any process: every process saves the same step and
+    the call returns (the run is resumed by calling it again).
+
     Returns:
-      The final ``TrainState``.
+      The final (or preempted) ``TrainState``.
     """
-    # --- Set-up.
+    # --- Set-up: processes, checkpoints, preemption (early: a notice may come at any time).
     maybe_initialize_distributed(config)
     is_chief = jax.process_index() == 0
-    os.makedirs(workdir, exist_ok=True)
-    if is_chief:  # what `python -m jpeg_jax.export --workdir` rebuilds the models from
-        with open(os.path.join(workdir, "config.json"), "w") as f:
-            f.write(config.to_json_best_effort(indent=2))
     if config.batch_size % jax.device_count():
         raise ValueError(f"batch_size {config.batch_size} % {jax.device_count()} devices != 0")
-    mesh = train_step.make_mesh()
-    models = train_state.make_models(config)
-    optimizers = train_state.make_optimizers(config)
-    key = jax.random.key(config.seed)
-    init_key, step_key, eval_key = jax.random.split(key, 3)
-    state = train_state.init_state(
-        config, models, optimizers, init_key, train_state.load_frozen(config)
+    os.makedirs(workdir, exist_ok=True)
+    if is_chief:  # what `python -m jpeg_jax.export_checkpoint` rebuilds the models from
+        with open(os.path.join(workdir, "config.json"), "w") as f:
+            f.write(config.to_json_best_effort(indent=2))
+    manager = checkpoint.make_manager(
+        workdir,
+        save_interval_steps=config.checkpoint_every_steps,
+        max_to_keep=config.keep_checkpoints,
+        keep_period=config.keep_period,
     )
-    state = train_step.replicate(mesh, state)
-    manager = checkpoint.make_manager(workdir, config)
-    restored = checkpoint.restore_latest(manager, state)
-    if restored is not None:
-        state = train_step.replicate(mesh, restored)
-        logging.info("resumed from step %d", int(state.step))
-    start_step = int(jax.device_get(state.step))
+    start_step = manager.latest_step() or 0
+    with contextlib.closing(manager), multihost.Preemption(manager.reached_preemption) as stop:
+        stop.reached(start_step)  # the preemption protocol counts steps from here
+        try:
+            return _train(config, workdir, manager, stop, start_step)
+        except TrainingError:
+            raise
+        except Exception as e:
+            if jax.process_count() > 1:
+                logging.error(
+                    "process %d of %d stopped: %s: %s. If another process died, JAX's "
+                    "distributed service names it within heartbeat_timeout_s=%d s and "
+                    "stops this process.",
+                    jax.process_index(),
+                    jax.process_count(),
+                    type(e).__name__,
+                    e,
+                    config.heartbeat_timeout_s,
+                )
+            raise
+
+
+def _train(config, workdir, manager, stop: multihost.Preemption, start_step: int):
+    """The body of :func:`train_and_evaluate` once processes and checkpoints are set up."""
+    is_chief = jax.process_index() == 0
+    mesh = train_step.make_mesh()
+    init_key, step_key, eval_key = jax.random.split(jax.random.key(config.seed), 3)
+    models, optimizers, state = _setup_state(config, mesh, manager, start_step, init_key)
     step_fn = train_step.compile_step(
         train_step.make_train_step(config, models, optimizers), mesh, state
+    )
+    logging.info(
+        "process %d of %d: %s at step %d of %d; global batch %d on %d devices",
+        jax.process_index(),
+        jax.process_count(),
+        "resuming from the checkpoint" if start_step else "starting",
+        start_step,
+        config.num_train_steps,
+        config.batch_size,
+        jax.device_count(),
     )
 
     # --- Input.
@@ -191,70 +208,64 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str):
     )
     held_out = _held_out_batch(config) if is_chief and config.eval_every_steps > 0 else None
 
-    # --- Loop.
-    logger = _Logger(workdir, is_chief)
+    # --- Loop: `step` counts completed steps (= state.step).
+    writer = train_logging.create_writer(workdir, is_chief=is_chief)
     bar = tqdm.tqdm(
         total=config.num_train_steps, initial=start_step, disable=not is_chief, desc="train"
     )
     window, t0 = [], time.perf_counter()
-    with _Preemption() as preemption:
-        for step in range(start_step, config.num_train_steps):
-            batch = train_step.global_batch(mesh, next(batches))
-            warmup = config.mode == "gan" and step < config.regression_warmup_steps
-            moments = (
-                config.mode == "gan"
-                and not warmup
-                and (config.loss.fm_weight > 0 or config.loss.sm_weight > 0)
-                and step % config.loss.fm_every == 0
-            )
-            state, step_metrics = step_fn(state, batch, step_key, moments, warmup)
-            window.append(step_metrics)
-            done = step + 1
-            bar.update(1)
-            if done % config.log_every_steps == 0 or done == config.num_train_steps:
-                names = dict.fromkeys(k for m in window for k in m)  # phases log different keys
-                values = {k: float(np.mean([m[k] for m in window if k in m])) for k in names}
-                if int(jax.device_get(state.skips)) >= config.max_consecutive_skips:
-                    raise TrainingError(
-                        f"{int(state.skips)} consecutive steps had a non-finite loss or "
-                        f"gradient (last good step {done - int(state.skips)}); lower the "
-                        "learning rate or check the data. The last checkpoint is NaN-free."
-                    )
-                elapsed = time.perf_counter() - t0
-                values["steps_per_sec"] = len(window) / elapsed
-                values["images_per_sec"] = values["steps_per_sec"] * config.batch_size
-                logger.scalars(done, values)
-                bar.set_postfix(
-                    {k: f"{values[k]:.3g}" for k in ("g_loss", "d_loss") if k in values}
-                )
-                window, t0 = [], time.perf_counter()
-            if held_out is not None and done % config.eval_every_steps == 0:
-                generator = models[0]
+    step = start_step
+    while step < config.num_train_steps and stop.stop_step is None:
+        batch = train_step.global_batch(mesh, next(batches))
+        moments = train_step.is_moment_step(config, step)
+        warmup = train_step.is_warmup_step(config, step)
+        state, step_metrics = step_fn(state, batch, step_key, moments, warmup)
+        step += 1
+        window.append(step_metrics)
+        bar.update(1)
+        if step % config.log_every_steps == 0 or step == config.num_train_steps:
+            values = _train_metrics(config, state, window, time.perf_counter() - t0)
+            writer.write_scalars(step, values)
+            bar.set_postfix({k: f"{values[k]:.3g}" for k in ("g_loss", "d_loss") if k in values})
+            window, t0 = [], time.perf_counter()
+        if config.eval_every_steps > 0 and step % config.eval_every_steps == 0:
+            ema_params = train_step.fetch(state.ema_params)  # every process (a collective)
+            if held_out is not None:
                 values, samples = evaluate_held_out(
-                    config, generator, state.ema_params, held_out, eval_key
+                    config, models[0], ema_params, held_out, eval_key
                 )
-                logger.scalars(done, values)
-                logger.images(done, held_out, samples)
-            checkpoint.save(manager, state, force=preemption.requested)
-            if preemption.requested:
-                break
-    manager.wait_until_finished()
+                grid = train_logging.image_grid(held_out, samples)
+                writer.write_scalars(step, values)
+                writer.write_images(step, {"held_out/y_samples_x": grid})
+        stop.reached(step)
+        checkpoint.save(manager, state)
     bar.close()
-    logger.close()
-    if preemption.requested:
-        logging.warning("preempted at step %d; checkpoint saved", int(state.step))
-        return state
 
-    # --- Export.
+    # --- End: the last step's checkpoint on every process; then the chief's export.
+    checkpoint.save(manager, state, force=True)
+    manager.wait_until_finished()
+    writer.close()
+    if stop.stop_step is not None:
+        logging.warning(
+            "preempted: all %d processes saved checkpoint step %d; run the same command to "
+            "resume from it",
+            jax.process_count(),
+            step,
+        )
+        return state
+    logging.info(
+        "process %d of %d: finished at step %d, final checkpoint saved",
+        jax.process_index(),
+        jax.process_count(),
+        step,
+    )
+    ema_params = train_step.fetch(state.ema_params)
     if is_chief:
-        checkpoint.save(manager, state, force=True)
-        manager.wait_until_finished()
-        path = export_generator(config, state, os.path.join(workdir, "export"))
-        logging.info("exported the EMA generator to %s", path)
+        path = export_checkpoint.export_params(
+            config, ema_params, os.path.join(workdir, "export"), step=step
+        )
+        logging.info("exported the EMA generator of step %d to %s", step, path)
         if config.demo_figure:
-            report = demo.demo_report(
-                models[0], jax.device_get(state.ema_params), workdir, quality=config.data.quality
-            )
+            report = demo.demo_report(models[0], ema_params, workdir, quality=config.data.quality)
             print(demo.format_report(report), flush=True)
-    manager.close()
     return state

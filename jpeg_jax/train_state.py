@@ -10,8 +10,8 @@ import jax.numpy as jnp
 import ml_collections
 import optax
 
-from jpeg_jax import export, schedules
-from jpeg_jax.models import Critic, Generator
+from jpeg_jax import export, platform, schedules
+from jpeg_jax.models import Critic, Generator, convert
 
 PyTree = Any
 
@@ -40,8 +40,9 @@ class TrainState:
 
 
 def generator_kwargs(config: ml_collections.ConfigDict) -> dict[str, Any]:
-    """``Generator`` attributes from ``config.model.generator`` (dtype names resolved)."""
-    kwargs = config.model.generator.to_dict()
+    """``Generator`` attributes from ``config.model.generator``: dtype names resolved, platform
+    choices ("auto") made for this backend by :func:`jpeg_jax.platform.resolve_generator`."""
+    kwargs = platform.resolve_generator(config.model.generator.to_dict())
     kwargs["dtype"] = jnp.dtype(kwargs["dtype"])
     return kwargs
 
@@ -90,7 +91,8 @@ def load_frozen(config: ml_collections.ConfigDict) -> dict:
     if config.loss.sm_weight > 0:
         if not config.loss.sm_mmse_export:
             raise ValueError("loss.sm_weight > 0 needs loss.sm_mmse_export (a regression export)")
-        frozen["mmse"] = export.load(config.loss.sm_mmse_export).params
+        mmse = export.load(config.loss.sm_mmse_export).params
+        frozen["mmse"] = convert.to_stacking(mmse, scan=config.model.generator.scan)
     if config.loss.perceptual_weight > 0:
         from jpeg_jax.models.vgg import load_vgg19
 
@@ -106,7 +108,9 @@ def init_state(config, models, optimizers, key: jax.Array, frozen: dict | None =
     y, qtables = _dummy_batch(config)
     g_params = generator.init({"params": g_key, "noise": noise_key}, y, qtables)["params"]
     if config.init_from_export:
-        loaded = export.load(config.init_from_export).params
+        loaded = convert.to_stacking(
+            export.load(config.init_from_export).params, scan=generator.scan
+        )
         if jax.tree.structure(loaded) != jax.tree.structure(g_params):
             raise ValueError(f"{config.init_from_export}: generator architecture differs")
         g_params = jax.tree.map(jnp.asarray, loaded)

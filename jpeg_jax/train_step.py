@@ -1,21 +1,82 @@
-"""One training step (critic update, generator update, EMA) and its data-parallel compilation."""
+"""One training step (critic update, generator update, EMA) and its data-parallel compilation.
+
+The step is built from module-level pieces, each a function of explicit arguments that can be
+checked on its own against the paper's equations:
+
+- :func:`critic_loss` (Eq. 9) and :func:`critic_update`;
+- :func:`generator_loss` (Eq. 10 with the appendix's FM, SM and P terms), with
+  :func:`moment_penalties` (Eqs. 14-16) and :func:`regression_loss` (the MMSE model's MSE);
+- :func:`apply_update` (an optax update, skipped when not finite) and :func:`ema_update`;
+- :func:`is_moment_step`: the one place that decides which steps add FM/SM;
+  :func:`is_warmup_step` which are the regression warm-up's.
+
+:func:`make_train_step` composes them into ``step(state, batch, key[, moments])``;
+:func:`compile_step` jits it over a device mesh.
+
+Batches: ``x``, ``y`` (B, H, W, 3) float32 in [0, 1] (target and its JPEG decode), ``qtables``
+(B, 2, 8, 8) int32.
+"""
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable
+from typing import Any
 
 import jax
 import jax.numpy as jnp
+import ml_collections
 import numpy as np
 import optax
+from jax.experimental import multihost_utils
 from jax.sharding import Mesh, NamedSharding
 from jax.sharding import PartitionSpec as P
 
 from jpeg_jax import jpeg, losses, schedules
+from jpeg_jax.models import Critic, Generator
 from jpeg_jax.train_state import TrainState, learning_rate
 
+PyTree = Any
+Array = jax.Array
 
-def _all_finite(*trees) -> jax.Array:
+
+# ----------------------------------------------------------------------------- pieces
+
+
+def is_moment_step(config: ml_collections.ConfigDict, step) -> Any:
+    """Whether ``step`` adds the moment penalties FM/SM: GAN mode, ``loss.fm_weight`` or
+    ``loss.sm_weight`` > 0, and ``step % loss.fm_every == 0``.
+
+    ``step`` is a Python int (the loop chooses a compiled variant: returns a bool) or a traced
+    step (returns a traced bool, or False when moments are off altogether).
+    """
+    cl = config.loss
+    if config.mode != "gan" or (cl.fm_weight <= 0 and cl.sm_weight <= 0):
+        return False
+    if isinstance(step, int):
+        return step % cl.fm_every == 0 and not is_warmup_step(config, step)
+    return (step % cl.fm_every == 0) & (step >= config.regression_warmup_steps)
+
+
+def is_warmup_step(config: ml_collections.ConfigDict, step: int) -> bool:
+    """Whether ``step`` (a Python int) is one of a GAN run's first ``regression_warmup_steps``
+    steps: G trains on the MSE of its zero-noise output (:func:`regression_loss`), and the critic
+    on that output when ``regression_warmup_critic``, else not at all."""
+    return config.mode == "gan" and step < config.regression_warmup_steps
+
+
+def sample(generator: Generator, params: PyTree, y: Array, qtables: Array, key: Array) -> Array:
+    """One restoration x̂ = G(y, z) per image, the noise z drawn from ``key``."""
+    return generator.apply({"params": params}, y, qtables, rngs={"noise": key})
+
+
+def critic_logits(critic: Critic, params: PyTree, x: Array, y: Array, qtables: Array) -> Array:
+    """D(x, y): (B,) logits (the tables condition the critic only when it has FiLM)."""
+    return critic.apply({"params": params}, x, y, qtables if critic.film else None)
+
+
+def all_finite(*trees) -> Array:
+    """True when every leaf of every tree is finite."""
     leaves = [jnp.all(jnp.isfinite(x)) for t in trees for x in jax.tree.leaves(t)]
     return jnp.all(jnp.stack(leaves)) if leaves else jnp.array(True)
 
@@ -24,131 +85,262 @@ def _select(pred, new, old):
     return jax.tree.map(lambda a, b: jnp.where(pred, a, b), new, old)
 
 
-def _apply_update(tx, grads, opt_state, params, ok):
+def apply_update(tx: optax.GradientTransformation, grads, opt_state, params, ok: Array):
+    """``(params, opt_state)`` after one optax update, or unchanged where ``ok`` is False."""
     updates, new_opt_state = tx.update(grads, opt_state, params)
     new_params = optax.apply_updates(params, updates)
     return _select(ok, new_params, params), _select(ok, new_opt_state, opt_state)
 
 
-def make_train_step(config, models, optimizers) -> Callable:
-    """Build ``step(state, batch, key) -> (state, metrics)`` for ``config.mode``.
+def ema_update(ema_params: PyTree, params: PyTree, decay: float) -> PyTree:
+    """``decay * ema + (1 - decay) * params`` leaf by leaf (the evaluated weights)."""
+    return jax.tree.map(lambda e, p: decay * e + (1.0 - decay) * p, ema_params, params)
 
-    GAN mode (Eq. 9 then Eq. 10): the critic is updated on a fresh generator sample with the
-    non-saturating loss + R1; then the generator on ``w_adv * adversarial + lambda_C(t) * C``
-    (+ ``lambda_FM * FM`` and ``lambda_SM * SM`` every ``fm_every`` steps, on ``fm_num_samples``
-    vmapped noise draws for the first ``fm_num_images`` images; + ``lambda_P * P``;
-    + ``mse_weight * MSE``); then EMA. Regression mode: MSE of the deterministic (zero-noise)
-    generator output. The true coefficients for C are ``jpeg.encode(x, qtables)``, which is
-    bit-exact with the libjpeg file the input pipeline made from x.
 
-    ``moments`` (static; pass it positionally to the compiled step) says whether this step
-    computes FM/SM; the training loop passes ``step % fm_every == 0`` (two compiled variants).
-    ``warmup`` (static, positional after ``moments``): a regression step in GAN mode (G on the
-    MSE of its zero-noise output; the critic is updated on that output when
-    ``config.regression_warmup_critic``, else not at all), the loop's first
-    ``regression_warmup_steps`` steps.
-    ``None`` decides inside the step with ``lax.cond``: correct, but on XLA:CPU the branch ran
-    20x slower than the same code unconditioned (jax 0.10.2).
+def critic_loss(
+    d_params: PyTree,
+    *,
+    critic: Critic,
+    x: Array,
+    y: Array,
+    qtables: Array,
+    fake: Array,
+    r1_weight: float,
+) -> tuple[Array, dict[str, Array]]:
+    """The critic's loss, Eq. 9: non-saturating logistic loss of D(x, y) against D(x̂, y),
+    plus ``r1_weight / 2 * mean ||grad_x D(x, y)||²`` on the real images.
+
+    Returns:
+      ``(loss, {"d_loss": logistic part, "r1": penalty})``.
+    """
+    critic_fn = lambda images, cond: critic_logits(critic, d_params, images, cond, qtables)
+    r1, real_logits = losses.r1_penalty_and_logits(critic_fn, x, y, weight=r1_weight)
+    adv = losses.critic_loss(real_logits, critic_fn(fake, y))
+    return adv + r1, {"d_loss": adv, "r1": r1}
+
+
+def critic_update(
+    state: TrainState,
+    batch: dict,
+    key: Array,
+    *,
+    generator: Generator,
+    critic: Critic,
+    tx: optax.GradientTransformation,
+    r1_weight: float,
+    deterministic: bool = False,
+) -> tuple[PyTree, PyTree, Array, dict[str, Array]]:
+    """One critic step on a fresh sample x̂ = G(y, z(key)) (no gradient to G); with
+    ``deterministic``, on the zero-noise output G(y, 0) (the regression warm-up's).
+
+    Returns:
+      ``(d_params, d_opt_state, ok, aux)``; unchanged params and state when not ``ok``
+      (non-finite loss or gradient).
+    """
+    x, y, qt = batch["x"], batch["y"], batch["qtables"]
+    if deterministic:
+        fake = generator.apply({"params": state.g_params}, y, qt, deterministic=True)
+    else:
+        fake = sample(generator, state.g_params, y, qt, key)
+    fake = jax.lax.stop_gradient(fake)
+    grad_fn = jax.value_and_grad(critic_loss, has_aux=True)
+    (loss, aux), grads = grad_fn(
+        state.d_params, critic=critic, x=x, y=y, qtables=qt, fake=fake, r1_weight=r1_weight
+    )
+    ok = all_finite(loss, grads)
+    d_params, d_opt_state = apply_update(tx, grads, state.d_opt_state, state.d_params, ok)
+    return d_params, d_opt_state, ok, aux
+
+
+def moment_penalties(
+    g_params: PyTree,
+    batch: dict,
+    key: Array,
+    *,
+    generator: Generator,
+    mmse_params: PyTree | None,
+    num_images: int,
+    num_samples: int,
+) -> tuple[Array, Array]:
+    """FM and SM (appendix C) on ``num_samples`` samples of the first ``num_images`` images.
+
+    Sample i uses ``jax.random.split(key, num_samples)[i]`` (vmapped). SM compares the samples'
+    per-pixel spread with the frozen MMSE model's error; it is 0 without ``mmse_params``.
+
+    Returns:
+      ``(fm, sm)`` scalars.
+    """
+    n = min(num_images, batch["x"].shape[0])
+    x, y, qt = batch["x"][:n], batch["y"][:n], batch["qtables"][:n]
+    apply = functools.partial(sample, generator)
+    samples = losses.draw_samples(apply, g_params, y, qt, key, num_samples)
+    fm = losses.first_moment_penalty(x, samples)
+    sm = jnp.zeros(())
+    if mmse_params is not None:
+        x_mmse = generator.apply({"params": mmse_params}, y, qt, deterministic=True)
+        sm = losses.second_moment_penalty(x, samples, x_mmse)
+    return fm, sm
+
+
+def generator_loss(
+    g_params: PyTree,
+    *,
+    batch: dict,
+    generator: Generator,
+    critic: Critic,
+    d_params: PyTree,
+    frozen: dict,
+    key: Array,
+    moment_key: Array,
+    lambda_c: Array,
+    moments: Any,
+    loss: ml_collections.ConfigDict,
+    subsampling: str,
+) -> tuple[Array, dict[str, Array]]:
+    """The generator's loss, Eq. 10 with the appendix's extra terms, for x̂ = G(y, z(key)):
+
+    ``adversarial_weight * V + lambda_c * C + fm_weight * FM + sm_weight * SM
+    + perceptual_weight * P + mse_weight * MSE``
+
+    V: non-saturating loss of D(x̂, y) (critic ``d_params``); C: consistency of x̂ with the
+    coefficients ``jpeg.encode(x)`` (bit-exact with the libjpeg file the pipeline made from x);
+    FM/SM: :func:`moment_penalties` with ``moment_key`` when ``moments`` (a bool picks the
+    branch while tracing; a traced bool uses ``lax.cond``); P needs ``frozen["vgg"]``, SM
+    ``frozen["mmse"]``.
+
+    Args:
+      loss: the config's ``loss`` section (weights, FM sizes, ``consistency_exact``).
+      lambda_c: λ_C at this step.
+
+    Returns:
+      ``(total, aux)``, aux holding each term before weighting.
+    """
+    x, y, qt = batch["x"], batch["y"], batch["qtables"]
+    x_hat = sample(generator, g_params, y, qt, key)
+    adv = losses.generator_adversarial_loss(critic_logits(critic, d_params, x_hat, y, qt))
+    target = jpeg.encode(x, qt, subsampling=subsampling)
+    cons = losses.consistency_penalty(
+        x_hat, target, qt, subsampling=subsampling, exact=loss.consistency_exact
+    )
+    compute = lambda: moment_penalties(
+        g_params,
+        batch,
+        moment_key,
+        generator=generator,
+        mmse_params=frozen.get("mmse"),
+        num_images=loss.fm_num_images,
+        num_samples=loss.fm_num_samples,
+    )
+    zero = lambda: (jnp.zeros(()), jnp.zeros(()))
+    if isinstance(moments, bool):
+        fm, sm = compute() if moments else zero()
+    else:
+        fm, sm = jax.lax.cond(moments, compute, zero)
+    total = loss.adversarial_weight * adv + lambda_c * cons
+    total += loss.fm_weight * fm + loss.sm_weight * sm
+    aux = {"g_adv": adv, "consistency": cons, "fm": fm, "sm": sm}
+    if loss.perceptual_weight > 0:
+        aux["perceptual"] = losses.perceptual_loss(frozen["vgg"], x, x_hat)
+        total += loss.perceptual_weight * aux["perceptual"]
+    if loss.mse_weight > 0:
+        aux["mse"] = losses.mse_loss(x, x_hat)
+        total += loss.mse_weight * aux["mse"]
+    return total, aux
+
+
+def regression_loss(
+    g_params: PyTree, *, batch: dict, generator: Generator
+) -> tuple[Array, dict[str, Array]]:
+    """The MMSE model's loss: MSE of the deterministic (zero-noise) output G(y, 0) against x."""
+    x_hat = generator.apply({"params": g_params}, batch["y"], batch["qtables"], deterministic=True)
+    mse = losses.mse_loss(batch["x"], x_hat)
+    return mse, {"mse": mse}
+
+
+def generator_update(
+    state: TrainState, loss_fn: Callable, tx: optax.GradientTransformation
+) -> tuple[PyTree, PyTree, Array, Array, dict[str, Array]]:
+    """One generator step on ``loss_fn(g_params) -> (loss, aux)``.
+
+    Returns:
+      ``(g_params, g_opt_state, ok, loss, aux)``; unchanged params and state when not ``ok``.
+    """
+    (loss, aux), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.g_params)
+    ok = all_finite(loss, grads)
+    g_params, g_opt_state = apply_update(tx, grads, state.g_opt_state, state.g_params, ok)
+    return g_params, g_opt_state, ok, loss, aux
+
+
+# ----------------------------------------------------------------------------- the step
+
+
+def make_train_step(config: ml_collections.ConfigDict, models, optimizers) -> Callable:
+    """Build ``step(state, batch, key, moments=None) -> (state, metrics)`` for ``config.mode``.
+
+    GAN: :func:`critic_update`, then the generator on :func:`generator_loss`, then
+    :func:`ema_update`. Regression: the generator on :func:`regression_loss`, then EMA. Per-step
+    keys: ``fold_in(key, state.step)`` split into critic, generator and moment keys.
+
+    ``moments`` (static; pass it positionally to :func:`compile_step`'s step): whether this
+    step adds FM/SM; the loop passes :func:`is_moment_step` (two compiled variants). None
+    decides inside the step with ``lax.cond`` (correct, but slow on XLA:CPU; see
+    ``benchmarks/RESULTS.md``). ``warmup`` (static, positional after ``moments``): a regression
+    step in GAN mode, :func:`is_warmup_step` (the loop's first ``regression_warmup_steps``).
 
     An update whose loss or gradient is not finite is skipped (params, optimizer state and EMA
     unchanged; ``metrics["skipped"] = 1``; ``state.skips`` counts consecutive skips).
-
-    Batch keys: ``x``, ``y`` (B, H, W, 3) float32 in [0, 1], ``qtables`` (B, 2, 8, 8) int32.
     """
     generator, critic = models
     g_tx, d_tx = optimizers
     cl = config.loss
-    subsampling = config.data.subsampling
     lambda_c = schedules.cosine_increase(
         cl.consistency_min, cl.consistency_max, cl.consistency_steps
     )
     lr = learning_rate(config)
     regression = config.mode == "regression"
 
-    def g_apply(params, y, qtables, key):
-        return generator.apply({"params": params}, y, qtables, rngs={"noise": key})
-
-    def d_apply(params, x, y, qtables):
-        return critic.apply({"params": params}, x, y, qtables if critic.film else None)
-
-    def critic_update(state, batch, key, warmup):
-        x, y, qt = batch["x"], batch["y"], batch["qtables"]
-        if warmup:  # what G is being trained to output in the warm-up
-            fake = generator.apply({"params": state.g_params}, y, qt, deterministic=True)
-        else:
-            fake = g_apply(state.g_params, y, qt, key)
-        fake = jax.lax.stop_gradient(fake)
-
-        def loss_fn(d_params):
-            critic_fn = lambda images, cond: d_apply(d_params, images, cond, qt)  # noqa: E731
-            r1, real_logits = losses.r1_penalty_and_logits(critic_fn, x, y, weight=cl.r1_weight)
-            adv = losses.critic_loss(real_logits, critic_fn(fake, y))
-            return adv + r1, {"d_loss": adv, "r1": r1}
-
-        (loss, aux), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.d_params)
-        return loss, aux, grads
-
-    def moment_terms(g_params, frozen, batch, key):
-        n = min(cl.fm_num_images, batch["x"].shape[0])
-        x, y, qt = batch["x"][:n], batch["y"][:n], batch["qtables"][:n]
-        samples = losses.draw_samples(g_apply, g_params, y, qt, key, cl.fm_num_samples)
-        fm = losses.first_moment_penalty(x, samples)
-        sm = jnp.zeros(())
-        if "mmse" in frozen:
-            x_mmse = generator.apply({"params": frozen["mmse"]}, y, qt, deterministic=True)
-            sm = losses.second_moment_penalty(x, samples, x_mmse)
-        return fm, sm
-
-    def generator_loss(g_params, state, d_params, batch, keys, step, moments, warmup):
-        x, y, qt = batch["x"], batch["y"], batch["qtables"]
-        if regression or warmup:
-            x_hat = generator.apply({"params": g_params}, y, qt, deterministic=True)
-            mse = losses.mse_loss(x, x_hat)
-            return mse, {"mse": mse}
-        x_hat = g_apply(g_params, y, qt, keys[0])
-        adv = losses.generator_adversarial_loss(d_apply(d_params, x_hat, y, qt))
-        target = jpeg.encode(x, qt, subsampling=subsampling)
-        cons = losses.consistency_penalty(
-            x_hat, target, qt, subsampling=subsampling, exact=cl.consistency_exact
-        )
-        compute = lambda: moment_terms(g_params, state.frozen, batch, keys[1])  # noqa: E731
-        zero = lambda: (jnp.zeros(()), jnp.zeros(()))  # noqa: E731
-        if moments is None:
-            fm, sm = jax.lax.cond(step % cl.fm_every == 0, compute, zero)
-        else:
-            fm, sm = compute() if moments else zero()
-        total = cl.adversarial_weight * adv + lambda_c(step) * cons
-        total += cl.fm_weight * fm + cl.sm_weight * sm
-        aux = {"g_adv": adv, "consistency": cons, "fm": fm, "sm": sm}
-        if cl.perceptual_weight > 0:
-            aux["perceptual"] = losses.perceptual_loss(state.frozen["vgg"], x, x_hat)
-            total += cl.perceptual_weight * aux["perceptual"]
-        if cl.mse_weight > 0:
-            aux["mse"] = losses.mse_loss(x, x_hat)
-            total += cl.mse_weight * aux["mse"]
-        return total, aux
-
-    def step(state: TrainState, batch, key, moments: bool | None = None, warmup: bool = False):
-        key = jax.random.fold_in(key, state.step)
-        d_key, g_key, moment_key = jax.random.split(key, 3)
+    def step(
+        state: TrainState,
+        batch: dict,
+        key: Array,
+        moments: bool | None = None,
+        warmup: bool = False,
+    ):
+        d_key, g_key, moment_key = jax.random.split(jax.random.fold_in(key, state.step), 3)
+        moments = is_moment_step(config, state.step) if moments is None else moments
         metrics = {}
         d_params, d_opt_state, d_ok = state.d_params, state.d_opt_state, jnp.array(True)
         if not regression and (not warmup or config.regression_warmup_critic):
-            d_loss, d_aux, d_grads = critic_update(state, batch, d_key, warmup)
-            d_ok = _all_finite(d_loss, d_grads)
-            d_params, d_opt_state = _apply_update(
-                d_tx, d_grads, state.d_opt_state, state.d_params, d_ok
+            d_params, d_opt_state, d_ok, d_aux = critic_update(
+                state,
+                batch,
+                d_key,
+                generator=generator,
+                critic=critic,
+                tx=d_tx,
+                r1_weight=cl.r1_weight,
+                deterministic=warmup,
             )
             metrics.update(d_aux)
-        (g_loss, g_aux), g_grads = jax.value_and_grad(generator_loss, has_aux=True)(
-            state.g_params, state, d_params, batch, (g_key, moment_key), state.step, moments, warmup
-        )
-        g_ok = _all_finite(g_loss, g_grads)
-        g_params, g_opt_state = _apply_update(
-            g_tx, g_grads, state.g_opt_state, state.g_params, g_ok
-        )
-        decay = config.optim.ema_decay
-        ema = jax.tree.map(lambda e, p: decay * e + (1.0 - decay) * p, state.ema_params, g_params)
+        if regression or warmup:
+            loss_fn = functools.partial(regression_loss, batch=batch, generator=generator)
+        else:
+            loss_fn = functools.partial(
+                generator_loss,
+                batch=batch,
+                generator=generator,
+                critic=critic,
+                d_params=d_params,
+                frozen=state.frozen,
+                key=g_key,
+                moment_key=moment_key,
+                lambda_c=lambda_c(state.step),
+                loss=cl,
+                subsampling=config.data.subsampling,
+                moments=moments,
+            )
+        g_params, g_opt_state, g_ok, g_loss, g_aux = generator_update(state, loss_fn, g_tx)
+        ema = ema_update(state.ema_params, g_params, config.optim.ema_decay)
         ok = d_ok & g_ok
         new_state = state.replace(
             step=state.step + 1,
@@ -169,6 +361,9 @@ def make_train_step(config, models, optimizers) -> Callable:
         return new_state, {k: jnp.asarray(v, jnp.float32) for k, v in metrics.items()}
 
     return step
+
+
+# ----------------------------------------------------------------------------- sharding
 
 
 def make_mesh(devices=None) -> Mesh:
@@ -203,3 +398,12 @@ def global_batch(mesh: Mesh, local_batch: dict) -> dict:
 def replicate(mesh: Mesh, tree):
     """Place a pytree replicated on every device of ``mesh``."""
     return jax.device_put(tree, NamedSharding(mesh, P()))
+
+
+def fetch(tree) -> PyTree:
+    """The whole value of every (global) array of ``tree`` as numpy, on this host.
+
+    A collective in a multi-process job (an all-gather of what is not replicated): call it on
+    every process.
+    """
+    return jax.tree.map(np.asarray, multihost_utils.process_allgather(tree, tiled=True))

@@ -3,13 +3,14 @@
 import functools
 import importlib
 import pathlib
+import sys
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from jpeg_jax import train_state, train_step
+from jpeg_jax import schedules, train_state, train_step
 
 CONFIGS = sorted(
     p.stem
@@ -33,9 +34,68 @@ def _count(tree) -> int:
 
 
 def test_all_configs_are_listed():
-    assert {"default", "demo", "ffhq", "ffhq_regression", "imagenet", "imagenet_regression"} <= set(
-        CONFIGS
+    paper = {"ffhq", "ffhq_lambda0", "ffhq_regression", "imagenet", "imagenet_regression"}
+    assert {"default", "demo"} | paper <= set(CONFIGS)
+
+
+def _parse(path: str, *overrides: str, monkeypatch):
+    """The config as train.py / eval.py get it: absl flags with ``--config.key=value``
+    (config_flags reads the overrides from ``sys.argv``)."""
+    from absl import flags
+    from ml_collections import config_flags
+
+    argv = ["prog", f"--config={path}", *overrides]
+    monkeypatch.setattr(sys, "argv", argv)
+    values = flags.FlagValues()
+    config_flags.DEFINE_config_file("config", None, "", flag_values=values)
+    values(argv)
+    return values.config
+
+
+@pytest.mark.parametrize(
+    "name,steps,override",
+    [("ffhq_regression", 650_000, 100_000), ("imagenet_regression", 50_000, 650_000)],
+)
+def test_regression_schedules_follow_num_train_steps(name, steps, override, monkeypatch):
+    path = str(pathlib.Path(__file__).parents[1] / "configs" / f"{name}.py")
+    config = _parse(path, monkeypatch=monkeypatch)
+    assert config.mode == "regression" and config.num_train_steps == steps
+    assert config.optim.lr_steps == steps and config.loss.consistency_steps == steps
+    moved = _parse(path, f"--config.num_train_steps={override}", monkeypatch=monkeypatch)
+    assert moved.optim.lr_steps == override and moved.loss.consistency_steps == override
+    lr = schedules.cosine_lr(moved.optim.lr_init, moved.optim.lr_final, moved.optim.lr_steps)
+    assert float(lr(override // 2)) > 10 * moved.optim.lr_final  # halfway: not annealed yet
+    np.testing.assert_allclose(float(lr(override)), moved.optim.lr_final, rtol=1e-4)
+
+
+def test_paper_evaluation_protocols():
+    from configs import ffhq, ffhq_lambda0, imagenet
+    from jpeg_jax.datasets import subsets
+
+    table4 = ffhq.get_config().data
+    assert (table4.source, table4.eval_split, table4.fid_reference_split) == (
+        "ffhq",
+        "test",
+        "train",
     )
+    assert table4.eval_quality == 5 and table4.eval_subset == ""
+    table5 = imagenet.get_config()
+    data = table5.data
+    assert (data.eval_split, data.eval_subset, data.eval_quality) == ("validation", "ctest10k", 10)
+    assert data.fid_reference_split == "validation"
+    assert len(subsets.load_names(data.eval_subset)) == 10_000
+    # SM's reference is the 650k-step MMSE model; the warm start is the 50k one.
+    assert "650k" in table5.loss.sm_mmse_export
+    assert table5.init_from_export == "runs/imagenet_regression/export"
+    lambda0 = ffhq_lambda0.get_config()
+    schedule = schedules.cosine_increase(
+        lambda0.loss.consistency_min, lambda0.loss.consistency_max, lambda0.loss.consistency_steps
+    )
+    assert all(float(schedule(t)) == 0 for t in (0, 200_000, 400_000))
+    ours = ffhq.get_config()
+    lambda0.loss.consistency_min = ours.loss.consistency_min  # otherwise it is "Ours"
+    lambda0.loss.consistency_max = ours.loss.consistency_max
+    assert lambda0.to_dict() == ours.to_dict()
 
 
 @pytest.mark.parametrize("name", CONFIGS)

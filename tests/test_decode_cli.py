@@ -1,6 +1,7 @@
 """The ``jpeg-jax-decode`` CLI, called in-process (``main(argv)``) on files made in the test."""
 
 import io
+import json
 import os
 import struct
 import subprocess
@@ -13,7 +14,7 @@ from jpeg_helpers import photo, pillow_jpeg
 from model_helpers import random_params
 from PIL import Image, ImageCms, ImageOps
 
-from jpeg_jax import decode, export, jpeg, sampling
+from jpeg_jax import decode, export, jpeg, pictures, sampling
 from jpeg_jax.models import Generator
 
 GENERATOR = dict(num_feat=8, num_block=1, num_grow_ch=4, noise=True, film=True)
@@ -126,7 +127,7 @@ def test_formats_are_lossless_and_keep_the_icc_profile(tmp_path, checkpoint, cap
     assert code == 0, err
     ref = sampling.restore(checkpoint, jpeg.read_jpeg(src), 1, jax.random.key(0)).samples[0]
     with Image.open(tmp_path / f"p_sample1.{fmt}") as im:
-        assert im.format == decode.FORMATS[fmt] and im.info.get("icc_profile") == icc
+        assert im.format == pictures.FORMATS[fmt] and im.info.get("icc_profile") == icc
         got = np.asarray(im.convert("RGB"))
     np.testing.assert_array_equal(got, np.round(np.clip(ref, 0, 1) * 255).astype(np.uint8))
 
@@ -300,3 +301,101 @@ def test_help_runs_as_a_module():
     assert result.returncode == 0, result.stderr
     assert "usage: jpeg-jax-decode" in result.stdout and "plausible original" in result.stdout
     assert "--uncertainty" in result.stdout
+
+
+def test_temperature(tmp_path, checkpoint, capsys):
+    src = tmp_path / "t.jpg"
+    src.write_bytes(_jpeg())
+    to8 = lambda x: np.round(np.clip(x, 0, 1) * 255).astype(np.uint8)
+    for temperature in (0.0, 0.5):
+        out = tmp_path / f"out{temperature}"
+        code, err = _run(
+            capsys, src, "-o", out, "--checkpoint", checkpoint, "-n", 2, "--temperature",
+            temperature,
+        )  # fmt: skip
+        assert code == 0, err
+        ref = sampling.restore(
+            checkpoint, jpeg.read_jpeg(src), 2, jax.random.key(0), temperature=temperature
+        )
+        for i in range(2):
+            np.testing.assert_array_equal(_png(out / f"t_sample{i + 1}.png"), to8(ref.samples[i]))
+    deterministic = sampling.restore(checkpoint, jpeg.read_jpeg(src), 1, jax.random.key(0),
+                                     deterministic=True)  # fmt: skip
+    for i in range(2):
+        got = _png(tmp_path / "out0.0" / f"t_sample{i + 1}.png")
+        np.testing.assert_array_equal(got, to8(deterministic.samples[0]))
+
+
+@pytest.mark.parametrize("project", [False, True])
+def test_redraw_a_region_of_a_rotated_photo(tmp_path, checkpoint, capsys, project):
+    src = tmp_path / "r.jpg"
+    src.write_bytes(_jpeg(subsampling="4:2:0", size=(64, 80), exif=_exif(6)))  # shown 80 x 64
+    base = ["-o", tmp_path / "plain", "--checkpoint", checkpoint, "-n", 2]
+    base += ["--project"] * project
+    code, err = _run(capsys, src, *base)
+    assert code == 0, err
+    base[1] = tmp_path / "redrawn"
+    code, err = _run(capsys, src, *base, "--region", "10,20,40,50", "--redraw-seed", 3)
+    assert code == 0, err
+    # Stored 64 x 80, orientation 6 (shown rotated clockwise): shown rows 20..50 / columns
+    # 10..40 are stored rows 64-40..64-10 = 24..54 / columns 20..50, on the grid 16..64 x 16..64,
+    # shown: columns 0..48, rows 16..64.
+    for i in (1, 2):
+        plain = _png(tmp_path / "plain" / f"r_sample{i}.png")
+        redrawn = _png(tmp_path / "redrawn" / f"r_sample{i}.png")
+        assert plain.shape == (80, 64, 3)
+        outside = np.ones(plain.shape[:2], bool)
+        outside[16:64, 0:48] = False
+        np.testing.assert_array_equal(redrawn[outside], plain[outside])
+        assert np.abs(redrawn[24:56, 8:40].astype(int) - plain[24:56, 8:40]).max() > 10
+
+
+def test_principal_components_of_a_region(tmp_path, checkpoint, capsys):
+    src = tmp_path / "p.jpg"
+    src.write_bytes(_jpeg(size=(48, 64)))
+    argv = [src, "-o", tmp_path, "--checkpoint", checkpoint, "-n", 5, "--seed", 2]
+    code, err = _run(capsys, *argv, "--region", "16,0,48,40", "--components", 2)
+    assert code == 0, err
+    summary = json.loads((tmp_path / "p_pcs.json").read_text())
+    assert summary["region"] == {"left": 16, "top": 0, "right": 48, "bottom": 48}
+    # Reference: numpy's SVD of the region of restore()'s samples.
+    samples = sampling.restore(checkpoint, jpeg.read_jpeg(src), 5, jax.random.key(2)).samples
+    x = samples[:, 0:48, 16:48].reshape(5, -1).astype(np.float64)
+    s = np.linalg.svd(x - x.mean(0), compute_uv=False)
+    np.testing.assert_allclose(summary["variance"], s[:2] ** 2 / 5 * 255**2, rtol=1e-4)
+    np.testing.assert_allclose(summary["explained_fraction"], s[:2] ** 2 / np.sum(s**2), rtol=1e-4)
+    mean = _png(tmp_path / "p_region_mean.png").astype(float)
+    np.testing.assert_allclose(mean, np.round(x.mean(0).reshape(48, 32, 3) * 255), atol=1)
+    for i in (1, 2):
+        plus = _png(tmp_path / f"p_pc{i}_plus.png").astype(float)
+        minus = _png(tmp_path / f"p_pc{i}_minus.png").astype(float)
+        assert plus.shape == (48, 32, 3) and np.abs(plus - minus).max() > 5
+
+
+@pytest.mark.parametrize(
+    "argv,words",
+    [
+        (["--region", "0,0,16,16"], "--region is used by"),
+        (["--redraw-seed", "1"], "need --region"),
+        (["--components", "2", "--region", "0,0,16,16", "-n", "2"], "at least 3 samples"),
+        (["--region", "0,0,16"], "four integers"),
+        (["--region", "5,0,5,16", "--redraw-seed", "1"], "LEFT < RIGHT"),
+        (["--temperature", "-1"], ">= 0"),
+        (["--temperature", "nan"], ">= 0"),
+    ],
+)
+def test_exploration_argument_errors(tmp_path, capsys, argv, words):
+    with pytest.raises(SystemExit) as e:
+        decode.main(["x.jpg", "-o", str(tmp_path), "--checkpoint", str(tmp_path), *argv])
+    assert e.value.code == 2 and words in capsys.readouterr().err
+
+
+def test_region_outside_the_photo_is_a_file_error(tmp_path, checkpoint, capsys):
+    src = tmp_path / "s.jpg"
+    src.write_bytes(_jpeg())
+    code, err = _run(
+        capsys, src, "-o", tmp_path / "o", "--checkpoint", checkpoint, "--region", "100,0,120,16",
+        "--redraw-seed", 1,
+    )  # fmt: skip
+    assert code == 1 and "s.jpg: --region 100,0,120,16" in err and "no pixel" in err
+    assert not (tmp_path / "o").exists()

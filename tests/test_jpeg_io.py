@@ -96,3 +96,105 @@ def test_probe_reads_huge_dimensions_without_decoding():
     i = data.index(b"\xff\xc0") + 5
     data[i : i + 4] = struct.pack(">HH", 60000, 60000)
     assert jpeg.probe_jpeg(bytes(data))[:2] == (60000, 60000)
+
+
+# ----------------------------------------------------------------------------- colour space
+# libjpeg-turbo decides per file whether its three components are YCbCr or RGB: a JFIF marker
+# means YCbCr; else an Adobe APP14 marker decides (transform 0: RGB, else YCbCr); else component
+# IDs 'R', 'G', 'B' mean RGB. Files are made by Pillow (keep_rgb=True writes libjpeg's RGB
+# JPEG: Adobe transform 0, IDs 'R', 'G', 'B', no JFIF) and by editing their markers.
+_RGB_IDS, _YCC_IDS = b"RGB", b"\x01\x02\x03"
+
+
+def _segments(data: bytes):
+    """([(marker, segment bytes incl. marker)], entropy-coded rest) up to the first scan."""
+    pos, out = 2, []
+    while True:
+        marker = data[pos + 1]
+        (length,) = struct.unpack(">H", data[pos + 2 : pos + 4])
+        out.append((marker, data[pos : pos + 2 + length]))
+        if marker == 0xDA:
+            return out, data[pos + 2 + length :]
+        pos += 2 + length
+
+
+def _rebuild(data: bytes, *, ids=None, jfif=None, adobe=None) -> bytes:
+    """``data`` with its component IDs replaced, JFIF dropped/added, Adobe transform set/dropped.
+
+    ``jfif`` / ``adobe``: None keeps what is there, False drops it, True / an int adds or sets it.
+    """
+    segments, rest = _segments(data)
+    jfif_segment = b"\xff\xe0\x00\x10JFIF\x00\x01\x01\x00\x00\x01\x00\x01\x00\x00"
+    out = []
+    for marker, seg in segments:
+        if (marker == 0xE0 and jfif is not None) or (marker == 0xEE and adobe is not None):
+            continue
+        if ids is not None and marker in (0xC0, 0xDA):
+            seg = bytearray(seg)
+            first, step = (10, 3) if marker == 0xC0 else (5, 2)
+            for i in range(3):
+                seg[first + step * i] = ids[i]
+            seg = bytes(seg)
+        out.append(seg)
+    if adobe is not None and adobe is not False:
+        out.insert(0, b"\xff\xee\x00\x0eAdobe" + struct.pack(">HHHB", 100, 0, 0, adobe))
+    if jfif:
+        out.insert(0, jfif_segment)
+    return b"\xff\xd8" + b"".join(out) + rest
+
+
+def _keep_rgb_jpeg() -> bytes:
+    buf = io.BytesIO()
+    Image.fromarray(_image()).save(buf, "JPEG", quality=50, keep_rgb=True, subsampling=0)
+    return buf.getvalue()
+
+
+def test_pillow_keep_rgb_writes_an_rgb_coded_file():
+    segments, _ = _segments(_keep_rgb_jpeg())
+    markers = dict(segments)
+    assert 0xE0 not in markers and markers[0xEE][4:9] == b"Adobe" and markers[0xEE][15] == 0
+    assert markers[0xC0][10:19:3] == _RGB_IDS
+    # libjpeg really decodes it without a colour transform: close to the RGB original, while
+    # the same coefficients read as YCbCr would be far off.
+    error = np.abs(pillow_decode(_keep_rgb_jpeg()).astype(int) - _image()).mean()
+    assert error < 4
+
+
+@pytest.mark.parametrize(
+    "edit,words",
+    [
+        ({}, "Adobe transform 0"),  # Pillow's keep_rgb file as written
+        ({"ids": _YCC_IDS}, "Adobe transform 0"),  # IDs 1, 2, 3 do not override Adobe
+        ({"adobe": False}, "component IDs 'R', 'G', 'B'"),
+    ],
+)
+def test_rgb_coded_files_raise_a_clear_error(edit, words):
+    data = _rebuild(_keep_rgb_jpeg(), **edit)
+    with pytest.raises(jpeg.JpegError, match=f"RGB-coded JPEG.*{words}"):
+        jpeg.probe_jpeg(data)
+    with pytest.raises(jpeg.JpegError, match="RGB-coded"):
+        jpeg.read_jpeg(data)
+
+
+def test_adobe_transform_0_on_a_ycbcr_file_without_jfif_is_refused():
+    data = _rebuild(pillow_jpeg(_image(), 50, "4:2:0"), jfif=False, adobe=0)
+    with pytest.raises(jpeg.JpegError, match="Adobe transform 0"):
+        jpeg.read_jpeg(data)
+
+
+@pytest.mark.parametrize(
+    "edit",
+    [
+        {"adobe": 0},  # JFIF wins over Adobe transform 0
+        {"ids": _RGB_IDS},  # and over 'R', 'G', 'B' IDs
+        {"jfif": False, "adobe": 1},  # Adobe transform 1: YCbCr
+        {"jfif": False, "adobe": 1, "ids": _RGB_IDS},  # Adobe wins over the IDs
+        {"jfif": False},  # no marker, IDs 1, 2, 3
+    ],
+)
+def test_files_libjpeg_decodes_as_ycbcr_are_read_exactly(edit):
+    data = _rebuild(pillow_jpeg(_image(), 50, "4:2:0"), **edit)
+    f = jpeg.read_jpeg(data)
+    np.testing.assert_array_equal(f.pixels, pillow_decode(data))
+    decoded = jpeg.decode(f.coefficients, f.qtables, subsampling=f.subsampling, size=f.size)
+    np.testing.assert_array_equal(np.round(np.asarray(decoded, np.float64) * 255), f.pixels)

@@ -151,6 +151,41 @@ def test_consistency_penalty_averages_all_coefficients_420():
     assert np.all(np.isfinite(grad)) and np.any(grad != 0)
 
 
+@pytest.mark.parametrize("exact", [True, False])
+def test_consistency_gradient_reaches_pixels_outside_the_range(exact):
+    """C's gradient is the float pipeline's everywhere, out-of-range pixels included.
+
+    The generator's output is not clipped, and the authors' float pipeline passes gradient to
+    pixels outside [0, 1]. With every coefficient in the hinge's linear part (|c - q| > 0.6),
+    dC/dc = sign(c - q) / N whatever the exact values, so the gradient is the transpose of the
+    float JPEG map (x255, JFIF colour matrix, orthonormal DCT, / Q; scipy below) applied to it.
+    A zero gradient outside [0, 1] (a plain clamp in the exact path) fails this test.
+    """
+    jpeg = _jpeg_or_skip()
+    rng = _rng(11)
+    x_hat = rng.uniform(0.1, 0.9, size=(1, 16, 16, 3)).astype(np.float32)
+    x_hat[0, :4, :5] = 1.3  # overshoots: would be saved as 255
+    x_hat[0, 9:, 10:] = -0.25  # and as 0
+    qtables = jpeg.quality_to_qtables(50)[None]
+    c = _scipy_quantized_dct_444(np.clip(x_hat, 0, 1) if exact else x_hat, qtables)
+    sign = np.where(rng.uniform(size=c.shape) < 0.5, -1.0, 1.0)
+    q = np.round(c) + 3 * sign  # |c - q| >= 2.5 (exact: up to 8-bit rounding): linear part
+    coeffs = jpeg.Coefficients(*(jnp.asarray(a, jnp.int32) for a in q))
+    penalty = lambda x: losses.consistency_penalty(
+        x, coeffs, qtables, subsampling="4:4:4", exact=exact
+    )
+    grad = np.asarray(jax.jit(jax.grad(penalty))(jnp.asarray(x_hat)))
+    # Reference: J^T (dC/dc) for c = DCT(YCbCr(255 x) - 128) / Q, J written out with scipy.
+    dc = -sign / sign.size  # sign(c - q) = -sign
+    tables = qtables[:, [0, 1, 1]].transpose(1, 0, 2, 3)[:, :, None, None]
+    dblocks = fft.idctn(dc / tables, type=2, norm="ortho", axes=(-2, -1))  # DCT^T = IDCT
+    dycc = dblocks.transpose(1, 2, 4, 3, 5, 0).reshape(1, 16, 16, 3)
+    m = np.array([[0.299, 0.587, 0.114], [-0.168736, -0.331264, 0.5], [0.5, -0.418688, -0.081312]])
+    expected = 255.0 * dycc @ m
+    assert np.abs(grad[0, :4, :5]).min() > 0 and np.abs(grad[0, 9:, 10:]).min() > 0
+    np.testing.assert_allclose(grad, expected, rtol=1e-3, atol=1e-3 * np.abs(expected).max())
+
+
 def test_consistency_with_a_libjpeg_file():
     """A Pillow (libjpeg) file: its decode is consistent; encode(x) agrees with its coefficients."""
     jpeg = _jpeg_or_skip()
@@ -291,31 +326,7 @@ def test_perceptual_loss_weighted_l1_of_features(vgg_params):
         losses.perceptual_loss(vgg_params, x, x_hat, layer_weights={"relu1_1": 1.0})
 
 
-def test_perceptual_loss_matches_torch_basicsr_style(vgg_params):
-    torch = pytest.importorskip("torch", reason="PyTorch reference needs torch")
-    rng = _rng(14)
-    x, x_hat = rng.uniform(size=(2, 2, 32, 32, 3)).astype(np.float32)
-    layers, index, taps = [], 0, {}
-    for name, idx, c_in, c_out in vgg.CONV_LAYERS:
-        while index < idx:  # the max-pool before a block
-            layers.append(torch.nn.MaxPool2d(2, 2))
-            index += 1
-        conv = torch.nn.Conv2d(c_in, c_out, 3, padding=1)
-        conv.weight.data = torch.from_numpy(vgg_params[name]["kernel"].transpose(3, 2, 0, 1).copy())
-        conv.bias.data = torch.from_numpy(np.asarray(vgg_params[name]["bias"], np.float32))
-        layers += [conv, torch.nn.ReLU()]
-        taps[name], index = idx, index + 2
-    net = torch.nn.Sequential(*layers)
-
-    def features(im):
-        t = torch.from_numpy(((im - vgg.IMAGENET_MEAN) / vgg.IMAGENET_STD).transpose(0, 3, 1, 2))
-        return {k: net[: taps[k] + 1](t) for k in losses.PERCEPTUAL_LAYER_WEIGHTS}
-
-    with torch.no_grad():
-        fx, fh = features(x.copy()), features(x_hat.copy())
-        l1 = {k: torch.nn.functional.l1_loss(fh[k], fx[k]).item() for k in fx}
-    ref = sum(w * l1[k] for k, w in losses.PERCEPTUAL_LAYER_WEIGHTS.items())
-    np.testing.assert_allclose(losses.perceptual_loss(vgg_params, x, x_hat), ref, rtol=1e-4)
+# Parity with BasicSR's PerceptualLoss itself (on torchvision's VGG19): test_parity_golden.py.
 
 
 def test_perceptual_loss_gradient_finite_and_target_constant(vgg_params):

@@ -154,6 +154,14 @@ def test_kid_is_the_mean_and_std_over_torch_fidelity_subsets():
     np.testing.assert_allclose([mean, std], [np.mean(reference), np.std(reference)], rtol=1e-9)
 
 
+def test_kid_of_whole_sets_is_one_estimate():
+    rng = _rng(16)
+    f1, f2 = rng.normal(size=(12, 4)), rng.normal(0.4, 1.0, size=(12, 4))
+    mean, std = metrics.kid(f1, f2, subsets=5, subset_size=12)
+    np.testing.assert_allclose(mean, _direct_mmd2(f1, f2), rtol=1e-10)
+    assert std == 0.0
+
+
 def test_kid_separates_distributions_and_checks_subset_size():
     rng = _rng(14)
     a, b, shifted = rng.normal(size=(3, 200, 16))

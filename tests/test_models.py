@@ -1,8 +1,9 @@
-"""Tests of jpeg_jax.models: generator, critic, BasicSR converter (tiny models, 32x32 images)."""
+"""Tests of jpeg_jax.models: generator, critic, stackings, BasicSR converter (tiny models)."""
 
 from __future__ import annotations
 
 import functools
+import pathlib
 import re
 
 import jax
@@ -10,10 +11,14 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 import pytest
+from flax import linen as nn
 from flax import traverse_util
+from model_helpers import random_params
+from train_helpers import tiny_config
 
-from jpeg_jax.models import Critic, Generator, convert, layers
-from jpeg_jax.models.layers import pixel_unshuffle
+from jpeg_jax import export, jpeg, sampling, train_state
+from jpeg_jax.models import Critic, Generator, convert
+from jpeg_jax.models.layers import noise_key, pixel_unshuffle
 
 TINY = dict(num_feat=8, num_block=2, num_grow_ch=4)
 TINY_CRITIC = dict(widths=(8, 8, 16, 16), blocks=(1, 1, 1, 1))
@@ -174,6 +179,8 @@ def test_bf16_compute_is_finite_and_close_to_fp32():
     "variant", [dict(remat=True), dict(scan=True), dict(remat=True, scan=True)]
 )
 def test_remat_and_scan_same_output_and_grads(variant):
+    """Every stacking and remat computes the unrolled module's function and gradients (the
+    scanned one on the same params, stacked)."""
     params = _tiny_params(film=True)
     y, q = _images((2, 32, 32, 3)), _qtables(2)
 
@@ -184,75 +191,19 @@ def test_remat_and_scan_same_output_and_grads(variant):
 
     grad = jax.jit(jax.value_and_grad(loss, has_aux=True), static_argnums=1)
     (_, o0), g0 = grad(params, ())
-    (_, o1), g1 = grad(params, tuple(variant.items()))
+    stacked = convert.to_stacking(params, scan=variant.get("scan", False))
+    (_, o1), g1 = grad(stacked, tuple(variant.items()))
     np.testing.assert_allclose(o0, o1, atol=1e-6)
+    g1 = convert.unstack_blocks(g1)
     jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-7), g0, g1)
 
 
-@pytest.mark.parametrize(
-    "xshape, cout, size, dtype, tol",
-    [
-        ((2, 5, 7, 3), 7, 3, jnp.float32, 1e-5),  # d/dk with x as the image, rows padded 5 -> 8
-        ((1, 1, 1, 2), 3, 3, jnp.float32, 1e-6),  # g as the image from here on
-        ((1, 37, 53, 20), 8, 3, jnp.float32, 1e-5),  # 16 slabs, 37 -> 48 rows
-        ((4, 16, 12, 6), 12, 3, jnp.float32, 1e-5),  # co == 2 ci, 4 slabs
-        ((8, 9, 4, 5), 7, 3, jnp.float32, 1e-5),  # 2 slabs, odd rows
-        ((20, 6, 6, 3), 2, 3, jnp.float32, 1e-5),  # batch >= 16: no slabs
-        ((2, 9, 7, 5), 3, 1, jnp.float32, 1e-5),  # 1x1 kernel, no halo
-        ((3, 11, 10, 4), 5, 5, jnp.float32, 1e-5),  # 5x5 kernel, halo 2
-        ((3, 16, 12, 9), 5, 3, jnp.bfloat16, 3e-2),
-    ],
-)
-def test_conv2d_explicit_backward_equals_xla_autodiff(xshape, cout, size, dtype, tol):
-    kx, kk, kg = jax.random.split(jax.random.key(3), 3)
-    x = jax.random.normal(kx, xshape).astype(dtype)
-    k = jax.random.normal(kk, (size, size, xshape[-1], cout))
-    g = jax.random.normal(kg, (*xshape[:-1], cout)).astype(dtype)
-    ref_out, ref_vjp = jax.vjp(lambda x, k: layers._conv_same(x, k.astype(dtype)), x, k)
-    out, vjp = jax.vjp(layers.conv2d, x, k.astype(dtype))
-    np.testing.assert_array_equal(np.asarray(out, np.float32), np.asarray(ref_out, np.float32))
-    for got, want in zip(vjp(g), ref_vjp(g), strict=True):
-        want = np.asarray(want, np.float32)
-        np.testing.assert_allclose(np.asarray(got, np.float32), want, atol=tol * np.abs(want).max())
-
-
-@pytest.mark.parametrize("channels", [(3,), (8, 4, 4, 1), (2, 5)])
-def test_conv2d_of_pieces_equals_xla_autodiff_of_the_concatenation(channels):
-    """The split dense convolution (one conv per piece, d/dx sliced from one conv, d/dkernel per
-    piece) against XLA's own gradients of the convolution of the concatenated input."""
-    keys = jax.random.split(jax.random.key(7), len(channels) + 2)
-    xs = [jax.random.normal(key, (3, 9, 11, c)) for key, c in zip(keys, channels, strict=False)]
-    k = jax.random.normal(keys[-2], (3, 3, sum(channels), 6))
-    g = jax.random.normal(keys[-1], (3, 9, 11, 6))
-    concat = lambda xs, k: layers._conv_same(jnp.concatenate(xs, axis=-1), k)
-    ref_out, ref_vjp = jax.vjp(concat, xs, k)
-    out, vjp = jax.vjp(layers.conv2d, xs, k)
-    np.testing.assert_allclose(out, ref_out, atol=1e-5 * np.abs(ref_out).max())
-    got, want = jax.tree.leaves(vjp(g)), jax.tree.leaves(ref_vjp(g))
-    assert [a.shape for a in got] == [b.shape for b in want]
-    for a, b in zip(got, want, strict=True):
-        np.testing.assert_allclose(a, b, atol=1e-5 * np.abs(b).max())
-
-
-@pytest.mark.parametrize("xshape, cout", [((2, 7, 5, 3), 7), ((3, 6, 9, 5), 2)])
-def test_kernel_grad_closed_form(xshape, cout):
-    """d/dkernel against its definition, summed in float64 by numpy (x, then g as the image)."""
-    rng = np.random.default_rng(0)
-    (b, h, w, _), x = xshape, rng.normal(size=xshape)
-    g = rng.normal(size=(b, h, w, cout))
-    xp = np.pad(x, ((0, 0), (1, 1), (1, 1), (0, 0)))
-    tap = lambda i, j: np.einsum("bhwc,bhwd->cd", xp[:, i : i + h, j : j + w], g)
-    want = np.array([[tap(i, j) for j in range(3)] for i in range(3)])
-    got = layers._kernel_grad(jnp.asarray(x, jnp.float32), jnp.asarray(g, jnp.float32), 3)
-    np.testing.assert_allclose(np.asarray(got), want, atol=1e-4)
-
-
 def test_scanned_backward_uses_only_canonical_convolutions():
-    """The scan "stall": XLA:CPU canonicalises gradient convolutions only in the entry
-    computation, so inside the scan's while body they ran as a naive loop nest (25x slower).
-    Every convolution of the compiled scanned forward+backward must be NHWC/HWIO."""
-    gen = Generator(**TINY, scan=True, remat=True)
-    params = _tiny_params()
+    """With ``conv_impl="eigen"`` every convolution of the compiled scanned forward+backward is
+    NHWC/HWIO, the form XLA:CPU runs with Eigen (it canonicalises gradient convolutions only in
+    the entry computation, not in the scan's while body)."""
+    gen = Generator(**TINY, scan=True, remat=True, conv_impl="eigen")
+    params = convert.stack_blocks(_tiny_params())
     y = _images((2, 32, 32, 3))
     loss = lambda p, k: jnp.mean(gen.apply({"params": p}, y, None, rngs={"noise": k}) ** 2)
     hlo = jax.jit(jax.grad(loss)).lower(params, jax.random.key(0)).compile().as_text()
@@ -261,14 +212,16 @@ def test_scanned_backward_uses_only_canonical_convolutions():
     assert set(labels) == {"b01f_01io->b01f"}, sorted(set(labels))
 
 
-def test_split_convs_same_output_and_grads():
+@pytest.mark.parametrize("conv_impl", ["xla", "eigen"])
+def test_split_convs_same_output_and_grads(conv_impl):
     params = _tiny_params()
     y = _images((2, 32, 32, 3))
-    run = lambda split: _run(Generator(**TINY, split_convs=split), params, y, key=jax.random.key(5))
+    gen = lambda split: Generator(**TINY, split_convs=split, conv_impl=conv_impl)
+    run = lambda split: _run(gen(split), params, y, key=jax.random.key(5))
     np.testing.assert_allclose(run(True), run(False), atol=1e-5)
 
     def grads(split):
-        gen = Generator(**TINY, split_convs=split)
+        gen = Generator(**TINY, split_convs=split, conv_impl=conv_impl)
         loss = lambda p: jnp.mean(gen.apply({"params": p}, y, None, rngs={"noise": key}) ** 2)
         return jax.jit(jax.grad(loss))(params)
 
@@ -343,11 +296,68 @@ def test_converter_roundtrip_and_zero_noise_weights():
     jax.tree.map(np.testing.assert_array_equal, converted, jax.tree.map(np.asarray, base))
     y = _images((1, 32, 32, 3))
     ref = _run(Generator(**TINY, noise=False), base, y)
-    noisy = convert.params_from_basicsr(sd, noise=True, template=_tiny_params(film=True))
-    out = _run(Generator(**TINY, film=True), noisy, y, _qtables(1), jax.random.key(3))
-    np.testing.assert_allclose(out, ref, atol=1e-6)  # zero noise weights + identity FiLM
+    for scan in (False, True):  # the template's stacking decides the result's
+        template = convert.to_stacking(_tiny_params(film=True), scan=scan)
+        noisy = convert.params_from_basicsr(sd, noise=True, template=template)
+        assert convert.is_stacked(noisy) == scan
+        gen = Generator(**TINY, film=True, scan=scan)
+        out = _run(gen, noisy, y, _qtables(1), jax.random.key(3))
+        np.testing.assert_allclose(out, ref, atol=1e-6)  # zero noise weights + identity FiLM
+    stacked = convert.params_from_basicsr(sd, scan=True)
+    jax.tree.map(np.testing.assert_array_equal, convert.unstack_blocks(stacked), converted)
     with pytest.raises(ValueError, match="template"):
         convert.params_from_basicsr(sd, template=_tiny_params())  # kernels miss noise channel
+
+
+def test_stack_and_unstack_blocks_are_inverse_and_keep_block_order():
+    params = jax.tree.map(np.asarray, _tiny_params(film=True))
+    stacked = convert.stack_blocks(params)
+    assert set(stacked) - set(params) == {"body"} and not any(
+        k.startswith("body_") for k in stacked
+    )
+    assert not any(k.startswith("film_body_") for k in stacked)
+    for i in range(TINY["num_block"]):
+        np.testing.assert_array_equal(
+            stacked["body"]["rdb2"]["conv3"]["kernel"][i],
+            params[f"body_{i}"]["rdb2"]["conv3"]["kernel"],
+        )
+        np.testing.assert_array_equal(
+            stacked["body"]["film"]["proj"]["kernel"][i], params[f"film_body_{i}"]["proj"]["kernel"]
+        )
+    jax.tree.map(np.testing.assert_array_equal, convert.unstack_blocks(stacked), params)
+    assert convert.to_stacking(stacked, scan=True) == stacked  # already in that layout
+    # The stacked tree is exactly what Generator(scan=True) initialises.
+    shapes = jax.eval_shape(
+        lambda: Generator(**TINY, film=True, scan=True).init(
+            _rngs(), jnp.zeros((1, 16, 16, 3)), _qtables(1)
+        )
+    )["params"]
+    assert jax.tree.structure(shapes) == jax.tree.structure(stacked)
+    jax.tree.map(lambda a, b: np.testing.assert_equal(a.shape, b.shape), shapes, stacked)
+
+
+DATA = pathlib.Path(__file__).parent / "data"
+
+
+def test_export_written_before_the_scan_change_gives_the_same_samples():
+    """``tests/data/export_v1`` was written by the code of commit 0126ba9 (per-block params,
+    the hand-made scan) and ``export_v1_golden.npz`` holds what that code returned for
+    ``export_v1_input.jpg``: 3 samples from ``sampling.restore(export, jpeg, 3, key(42))``, and
+    the unrolled module's raw output with noise key 7 and without noise."""
+    golden = np.load(DATA / "export_v1_golden.npz")
+    f = jpeg.read_jpeg((DATA / "export_v1_input.jpg").read_bytes())
+    samples = sampling.restore(str(DATA / "export_v1"), f, 3, jax.random.key(42)).samples
+    np.testing.assert_allclose(samples, golden["samples"], atol=1e-5)
+    loaded = export.load(DATA / "export_v1")
+    y = jnp.asarray(f.pixels / 255.0, jnp.float32)[None]
+    for scan in (False, True):
+        gen = loaded.build(split_convs=False, scan=scan)
+        params = convert.to_stacking(loaded.params, scan=scan)
+        raw = _run(gen, params, y, f.qtables[None], jax.random.key(7))
+        np.testing.assert_allclose(raw, golden["raw_key7"], atol=1e-5)
+        mean_path = _run(gen, params, y, f.qtables[None], deterministic=True)
+        np.testing.assert_allclose(mean_path, golden["deterministic"], atol=1e-5)
+    assert np.abs(golden["raw_key7"] - golden["deterministic"]).max() > 0.1  # noise matters
 
 
 def test_parity_with_basicsr_rrdbnet():
@@ -370,10 +380,11 @@ def test_parity_with_basicsr_rrdbnet():
         feat = feat + net.conv_body(net.body(feat))
         up = net.lrelu(net.conv_up1(arch.F.interpolate(feat, scale_factor=2, mode="nearest")))
         ref = net.conv_last(net.lrelu(net.conv_hr(up))).permute(0, 2, 3, 1).numpy()
-    params = convert.params_from_basicsr(net.state_dict())
-    gen = Generator(num_feat=nf, num_block=nb, num_grow_ch=gc, noise=False)
-    out = _run(gen, params, jnp.asarray(x.permute(0, 2, 3, 1).numpy()))
-    assert float(jnp.max(jnp.abs(out - ref))) <= 1e-4
+    for scan in (False, True):
+        params = convert.params_from_basicsr(net.state_dict(), scan=scan)
+        gen = Generator(num_feat=nf, num_block=nb, num_grow_ch=gc, noise=False, scan=scan)
+        out = _run(gen, params, jnp.asarray(x.permute(0, 2, 3, 1).numpy()))
+        assert float(jnp.max(jnp.abs(out - ref))) <= 1e-4
     assert float(np.max(np.abs(ref))) > 0.1  # a non-trivial comparison
     # BasicSR's full parameter count minus conv_up2 equals ours at this size.
     n_torch = sum(p.numel() for n, p in net.named_parameters() if not n.startswith("conv_up2"))
@@ -390,23 +401,72 @@ def _grad_temp_bytes(gen: Generator, batch: int, size: int) -> int:
     return compiled.memory_analysis().temp_size_in_bytes
 
 
-def test_remat_reduces_compiled_memory():
-    # Activations dominate at this size; nn.remat (jax.checkpoint) saved nothing on XLA:CPU.
-    kw = dict(num_feat=16, num_block=8, num_grow_ch=8)
+@pytest.mark.parametrize("conv_impl", ["xla", "eigen"])
+def test_remat_reduces_compiled_memory(conv_impl):
+    """Both convolution implementations (the accelerator's and the CPU's) stay under the same
+    bounds. Activations dominate at this size."""
+    kw = dict(num_feat=16, num_block=8, num_grow_ch=8, conv_impl=conv_impl)
     full = _grad_temp_bytes(Generator(**kw), 8, 64)
     assert _grad_temp_bytes(Generator(**kw, remat=True), 8, 64) < 0.6 * full
     assert _grad_temp_bytes(Generator(**kw, remat=True, scan=True), 8, 64) < 0.4 * full
 
 
 @pytest.mark.slow
-def test_paper_size_gan_step_fits_in_8gib_with_scan_remat():
-    """Paper setting: G + D step, batch 32 at 128x128, compiled only (~40 s on 2 cores)."""
+@pytest.mark.parametrize("backend", ["cpu", "gpu"])
+def test_paper_size_gan_step_fits_in_8gib_with_scan_remat(backend):
+    """Paper setting: G + D step, batch 32 at 128x128, compiled only (~40 s each on 2 cores),
+    with the implementation choices made for CPU and for GPU/TPU."""
     import importlib.util
-    import pathlib
 
     path = pathlib.Path(__file__).parents[1] / "benchmarks" / "models.py"
     spec = importlib.util.spec_from_file_location("benchmark_models", path)
     bench = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(bench)
-    mem = bench.memory_analysis({"scan": True, "remat": True}, batch=32)
+    mem = bench.memory_analysis({"scan": True, "remat": True}, batch=32, backend=backend)
     assert mem["peak_estimate"] < 8.0, mem
+
+
+def test_warm_start_and_sm_reference_load_exports_of_either_stacking(tmp_path):
+    """An unrolled export initialises a scanned GAN (and is its SM reference), and back."""
+    for export_scan in (False, True):
+        config = tiny_config()
+        config.model.generator.scan = export_scan
+        kwargs = train_state.generator_kwargs(config)
+        params = random_params(Generator(**kwargs), seed=3)  # in the export's stacking
+        path = export.save(tmp_path / f"export_{export_scan}", kwargs, params)
+        config.model.generator.scan = not export_scan
+        config.init_from_export = str(path)
+        config.loss.sm_weight, config.loss.sm_mmse_export = 1.0, str(path)
+        models = train_state.make_models(config)
+        frozen = train_state.load_frozen(config)
+        state = train_state.init_state(
+            config, models, train_state.make_optimizers(config), jax.random.key(0), frozen
+        )
+        want = convert.to_stacking(params, scan=not export_scan)
+        jax.tree.map(np.testing.assert_array_equal, jax.device_get(state.g_params), want)
+        jax.tree.map(np.testing.assert_array_equal, frozen["mmse"], want)
+
+
+def test_noise_key_is_flaxs_make_rng_of_the_submodule():
+    class Inner(nn.Module):
+        @nn.compact
+        def __call__(self):
+            return self.make_rng("noise")
+
+    class Outer(nn.Module):
+        @nn.compact
+        def __call__(self):
+            return Inner(name="conv3")()
+
+    class Root(nn.Module):
+        @nn.compact
+        def __call__(self):
+            return Outer(name="rdb2")()
+
+    key = jax.random.key(11)
+    got = Root().apply({}, rngs={"noise": key})
+    np.testing.assert_array_equal(
+        jax.random.key_data(got), jax.random.key_data(noise_key(key, "rdb2", "conv3"))
+    )
+    other = noise_key(key, "rdb2", "conv4")
+    assert not np.array_equal(jax.random.key_data(got), jax.random.key_data(other))

@@ -202,3 +202,93 @@ def test_one_compilation_serves_all_tiles_and_images(params):
         assert r.samples.shape == (1, *f.size, 3)
         whole = sampling.restore((MODEL, params), f, 1, jax.random.key(0), deterministic=True)
         assert np.abs(r.samples - whole.samples).mean() < 2 / 255
+
+
+def _noise_times(monkeypatch, factor):
+    """Every noise map the generator draws, multiplied by ``factor`` (jax.random.normal)."""
+    normal = jax.random.normal
+    monkeypatch.setattr(
+        jax.random, "normal", lambda key, shape=(), dtype=float: factor * normal(key, shape, dtype)
+    )
+
+
+@pytest.mark.parametrize("temperature", [0.5, 1.7])
+def test_temperature_scales_the_injected_noise_exactly(params, monkeypatch, temperature):
+    f = _file()
+    rng = jax.random.key(5)
+    got = sampling.restore((MODEL, params), f, 2, rng, temperature=temperature).samples
+    # Independent computation: the unscaled generator, with every noise map it draws scaled.
+    y = jnp.asarray(f.pixels / 255.0, jnp.float32)[None]
+    with monkeypatch.context() as m:
+        _noise_times(m, temperature)
+        for i in range(2):
+            key = jax.random.fold_in(jax.random.fold_in(rng, i), 0)
+            ref = MODEL.apply({"params": params}, y, f.qtables[None], rngs={"noise": key})
+            np.testing.assert_allclose(got[i], np.clip(ref[0], 0, 1), atol=2e-5)
+    plain = sampling.restore((MODEL, params), f, 2, rng).samples
+    assert np.abs(got - plain).max() > 5 / 255  # the check has teeth
+
+
+def test_temperature_zero_is_the_deterministic_path_and_no_value_recompiles(params):
+    f = _file()
+    rng = jax.random.key(2)
+    zero = sampling.restore((MODEL, params), f, 2, rng, temperature=0.0).samples
+    mean_path = sampling.restore((MODEL, params), f, 1, rng, deterministic=True).samples
+    np.testing.assert_array_equal(zero, np.broadcast_to(mean_path, zero.shape))
+    sampling.restore((MODEL, params), f, 4, rng, temperature=0.3)
+    compiled = sampling.sample_tile._cache_size()
+    spreads = []
+    for temperature in (0.25, 1.0, 2.0):
+        r = sampling.restore((MODEL, params), f, 4, rng, temperature=temperature, return_std=True)
+        spreads.append(float(r.std.mean()))
+    assert sampling.sample_tile._cache_size() == compiled
+    assert spreads[0] < spreads[1] < spreads[2]
+
+
+def test_temperature_of_an_export_with_the_scanned_trunk(tmp_path, params, monkeypatch):
+    path = export.save(
+        tmp_path / "export",
+        dict(num_feat=8, num_block=2, num_grow_ch=4, noise=True, film=True),
+        _params(Generator(num_feat=8, num_block=2, num_grow_ch=4, noise=True, film=True)),
+    )
+    model, variables = sampling.resolve_model(path)
+    f = _file()
+    got = sampling.restore(path, f, 1, jax.random.key(1), temperature=0.6).samples[0]
+    y = jnp.asarray(f.pixels / 255.0, jnp.float32)[None]
+    key = jax.random.fold_in(jax.random.fold_in(jax.random.key(1), 0), 0)
+    with monkeypatch.context() as m:
+        _noise_times(m, 0.6)
+        ref = model.apply(variables, y, f.qtables[None], rngs={"noise": key})
+    np.testing.assert_allclose(got, np.clip(ref[0], 0, 1), atol=2e-5)
+
+
+@pytest.mark.parametrize("temperature", [-0.1, float("nan"), float("inf")])
+def test_bad_temperature(params, temperature):
+    with pytest.raises(ValueError, match="temperature"):
+        sampling.restore((MODEL, params), _file(), 1, jax.random.key(0), temperature=temperature)
+
+
+def test_projection_of_a_box_leaves_the_rest_alone(params):
+    f = _file(size=(70, 90), quality=30)
+    raw = sampling.restore((MODEL, params), f, 1, jax.random.key(0)).samples[0]
+    for box in [(16, 32, 48, 64), (48, 64, 70, 90)]:  # interior; touching the partial MCUs
+        out = sampling.project_exact(raw, f, box=box)
+        outside = np.ones(raw.shape[:2], bool)
+        outside[box[0] : box[2], box[1] : box[3]] = False
+        np.testing.assert_array_equal(out[outside], raw[outside])
+        # The region alone is a JPEG of its own with the file's blocks: count directly there.
+        crop = out[box[0] : box[2], box[1] : box[3]]
+        blocks = [
+            c[b0 : b0 + n0, b1 : b1 + n1]
+            for c, (b0, b1), (n0, n1) in zip(
+                f.coefficients,
+                [(box[0] // 8, box[1] // 8)] + [(box[0] // 16, box[1] // 16)] * 2,
+                [np.ceil(np.array(crop.shape[:2]) / d).astype(int) for d in (8, 16, 16)],
+            )
+        ]
+        pixels = f.pixels[box[0] : box[2], box[1] : box[3]]
+        sub = jpeg.JpegImage(pixels, f.qtables, f.subsampling, jpeg.Coefficients(*blocks))
+        assert _out_of_bin(crop, sub) == 0
+        assert _out_of_bin(raw[box[0] : box[2], box[1] : box[3]], sub) > 0
+    with pytest.raises(ValueError, match="MCU grid"):
+        sampling.project_exact(raw, f, box=(8, 0, 32, 32))

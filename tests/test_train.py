@@ -1,22 +1,39 @@
-"""The train step: sharding invariance, multi-process equivalence, NaN skipping, resume."""
+"""The train step and loop: sharding invariance, multi-process equivalence, NaN skipping,
+resume, preemption of a single process, exports from checkpoints.
+
+Two-process runs of the whole train.py (end of run, preemption of one process, a lost process)
+are in test_multihost.py."""
 
 import os
-import pathlib
 import signal
 import subprocess
 import sys
 import textwrap
-import time
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from train_helpers import synthetic_batch, tiny_config
+from train_helpers import (
+    ROOT,
+    Processes,
+    free_port,
+    logged_steps,
+    synthetic_batch,
+    tiny_config,
+    train_command,
+    wait_for_step,
+)
 
-from jpeg_jax import checkpoint, export, train_lib, train_state, train_step
-
-ROOT = pathlib.Path(__file__).resolve().parents[1]
+from jpeg_jax import (
+    checkpoint,
+    export,
+    export_checkpoint,
+    multihost,
+    train_lib,
+    train_state,
+    train_step,
+)
 
 
 def _run_step(config, devices, batch, seed=0):
@@ -98,7 +115,7 @@ _WORKER = textwrap.dedent(
 
 
 def test_two_processes_equal_one_process(tmp_path):
-    port = 20000 + os.getpid() % 20000
+    port = free_port()
     script = tmp_path / "worker.py"
     script.write_text(_WORKER.format(tests=str(ROOT / "tests"), root=str(ROOT), port=port))
     env = {k: v for k, v in os.environ.items() if k != "XLA_FLAGS"}
@@ -106,7 +123,11 @@ def test_two_processes_equal_one_process(tmp_path):
     procs = [
         subprocess.Popen([sys.executable, str(script), str(i), str(out)], env=env) for i in range(2)
     ]
-    codes = [p.wait(timeout=600) for p in procs]
+    try:
+        codes = [p.wait(timeout=600) for p in procs]
+    finally:
+        for p in procs:
+            p.kill()
     assert codes == [0, 0]
     s4, _ = _run_step(tiny_config(), jax.devices()[:4], synthetic_batch())
     expected = jax.tree.leaves(s4.g_params)
@@ -116,14 +137,8 @@ def test_two_processes_equal_one_process(tmp_path):
         np.testing.assert_allclose(got[f"arr_{i}"], e, rtol=1e-5, atol=1e-7)
 
 
-def _train_cmd(workdir, steps, extra=()):
-    return [
-        sys.executable,
-        str(ROOT / "tests" / "train_tiny.py"),
-        f"--workdir={workdir}",
-        f"--steps={steps}",
-        *extra,
-    ]
+# A single process with 8 simulated devices (tests/conftest.py's XLA_FLAGS), as in-process runs.
+_TINY = ("--config.loss.fm_weight=0", "--config.log_every_steps=1")
 
 
 def _final_state(workdir, steps):
@@ -137,13 +152,15 @@ def test_sigkill_resume_is_bit_identical_and_export_loads(tmp_path):
     reference = jax.device_get(_final_state(tmp_path / "reference", 6))
     # A run killed with SIGKILL right after its step-2 checkpoint is finalised...
     killed = tmp_path / "killed"
-    proc = subprocess.Popen(_train_cmd(killed, 1000))
-    deadline = time.time() + 600
-    while not (killed / "checkpoints" / "2").exists() and time.time() < deadline:
-        time.sleep(0.2)
-        assert proc.poll() is None, "training subprocess died"
-    proc.send_signal(signal.SIGKILL)
-    proc.wait()
+    with Processes(tmp_path) as processes:
+        proc = processes.start(
+            train_command(killed, *_TINY, "--config.num_train_steps=1000"), os.environ, "killed"
+        )
+        wait_for_step(
+            killed, 3, processes, [proc]
+        )  # the step-2 save finishes before step 3 is logged
+        proc.kill()
+        proc.wait()
     # ...and resumed reaches exactly the uninterrupted run's parameters.
     resumed = jax.device_get(_final_state(killed, 6))
     for field in ("g_params", "d_params", "ema_params", "g_opt_state"):
@@ -154,38 +171,111 @@ def test_sigkill_resume_is_bit_identical_and_export_loads(tmp_path):
     jax.tree.map(np.testing.assert_array_equal, loaded.params, reference.ema_params)
     assert loaded.metadata["step"] == 6
     # The export CLI rebuilds the same export from the latest checkpoint.
-    assert export.main(["--workdir", str(killed), "--out", str(tmp_path / "cli_export")]) == 0
-    again = export.load(tmp_path / "cli_export")
+    out = tmp_path / "cli_export"
+    assert export_checkpoint.main(["--workdir", str(killed), "--out", str(out)]) == 0
+    again = export.load(out)
     jax.tree.map(np.testing.assert_array_equal, again.params, reference.ema_params)
+    assert again.metadata == loaded.metadata
     generator = loaded.build()
-    out = generator.apply(
+    sample = generator.apply(
         {"params": loaded.params}, np.zeros((1, 32, 32, 3), np.float32), None, deterministic=True
     )
-    assert out.shape == (1, 32, 32, 3)
+    assert sample.shape == (1, 32, 32, 3)
 
 
 def test_sigterm_saves_and_exits_zero(tmp_path):
-    proc = subprocess.Popen(_train_cmd(tmp_path, 1000, ["--checkpoint_every=1000"]))
-    deadline = time.time() + 600
-    log = tmp_path / "metrics.jsonl"
-    # Orbax always saves the first step; wait until step 2 is logged so that a checkpoint past
-    # step 1 can only come from the preemption handler's forced save.
-    while not (log.exists() and len(log.read_text().splitlines()) >= 2):
-        assert time.time() < deadline, "training subprocess too slow"
-        time.sleep(0.2)
-        assert proc.poll() is None, "training subprocess died"
-    proc.send_signal(signal.SIGTERM)
-    assert proc.wait(timeout=300) == 0
-    steps = [int(p.name) for p in (tmp_path / "checkpoints").iterdir() if p.name.isdigit()]
-    assert max(steps) >= 2  # the forced save at the step boundary after the signal
+    flags = (*_TINY, "--config.num_train_steps=1000", "--config.checkpoint_every_steps=1000")
+    with Processes(tmp_path) as processes:
+        proc = processes.start(train_command(tmp_path, *flags), os.environ, "train")
+        # Orbax always saves the first step; wait until step 2 is logged so that a checkpoint
+        # past step 1 can only come from the preemption's save.
+        wait_for_step(tmp_path, 2, processes, [proc])
+        proc.send_signal(signal.SIGTERM)
+        assert processes.wait([proc], 300) == [0], processes.tails([proc])
+        assert "stops after step" in processes.output(proc)
+    steps = checkpoint.make_manager(str(tmp_path), read_only=True).all_steps()
+    assert max(steps) >= 2 and max(steps) == max(logged_steps(tmp_path))
     assert not (tmp_path / "export").exists()  # a preempted run does not export
+
+
+def test_preemption_flag_of_a_single_process():
+    """Without jax.distributed, SIGINT or SIGTERM sets a flag; the loop stops at its next step."""
+    before = signal.getsignal(signal.SIGINT), signal.getsignal(signal.SIGTERM)
+    asked = []
+    with multihost.Preemption(asked.append) as preemption:
+        assert not preemption.reached(3)
+        os.kill(os.getpid(), signal.SIGINT)  # handled at the next bytecode boundary
+        assert preemption.reached(4) and preemption.reached(5)
+        assert preemption.stop_step == 4
+        assert signal.getsignal(signal.SIGINT) == before[0]  # a second SIGINT: stop at once
+    assert asked == []  # the multi-process agreement is not consulted
+    assert (signal.getsignal(signal.SIGINT), signal.getsignal(signal.SIGTERM)) == before
+
+
+def test_moment_steps_are_decided_in_one_place():
+    config = tiny_config()  # GAN, fm_weight 1, fm_every 2
+    assert [train_step.is_moment_step(config, s) for s in range(4)] == [True, False, True, False]
+    config.loss.fm_weight = 0.0
+    assert not train_step.is_moment_step(config, 0)
+    config.loss.sm_weight = 1.0
+    assert train_step.is_moment_step(config, 0)
+    config.mode = "regression"
+    assert not train_step.is_moment_step(config, 0)
+
+
+def test_distributed_without_a_cluster_is_a_clear_error(tmp_path):
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if not k.startswith(("SLURM_", "OMPI_", "JAX_C", "KUBERNETES_"))
+    }
+    result = subprocess.run(
+        train_command(tmp_path, "--config.distributed=True"),
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert result.returncode == 1
+    assert "train.py: error: cannot start jax.distributed" in result.stderr
+    assert "--config.coordinator_address" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_distributed_settings_come_from_flags_then_environment(monkeypatch):
+    calls = []
+    monkeypatch.setattr(multihost, "initialize", lambda **kwargs: calls.append(kwargs))
+    monkeypatch.delenv("JAX_COORDINATOR_ADDRESS", raising=False)
+    config = tiny_config()
+    assert not train_lib.maybe_initialize_distributed(config) and calls == []
+    config.coordinator_address, config.num_processes, config.process_id = "h0:1234", 4, 3
+    config.heartbeat_timeout_s = 7
+    assert train_lib.maybe_initialize_distributed(config)
+    assert calls[-1] == dict(
+        coordinator_address="h0:1234",
+        num_processes=4,
+        process_id=3,
+        heartbeat_timeout_s=7,
+        initialization_timeout_s=300,
+    )
+    config = tiny_config()  # no flags: the environment, else the cluster's (None)
+    monkeypatch.setenv("JAX_COORDINATOR_ADDRESS", "h1:99")
+    monkeypatch.setenv("JAX_NUM_PROCESSES", "2")
+    monkeypatch.setenv("JAX_PROCESS_ID", "0")
+    assert train_lib.maybe_initialize_distributed(config)
+    assert (calls[-1]["coordinator_address"], calls[-1]["num_processes"]) == (None, 2)
+    assert calls[-1]["process_id"] == 0  # process 0 is not "unset"
+    monkeypatch.setenv("JAX_PROCESS_ID", "one")
+    with pytest.raises(multihost.DistributedError, match="JAX_PROCESS_ID='one' is not an integer"):
+        train_lib.maybe_initialize_distributed(config)
 
 
 def test_restore_latest_without_checkpoint_returns_none(tmp_path):
     config = tiny_config()
     models, optimizers = train_state.make_models(config), train_state.make_optimizers(config)
     state = train_state.init_state(config, models, optimizers, jax.random.key(0))
-    assert checkpoint.restore_latest(checkpoint.make_manager(str(tmp_path), config), state) is None
+    manager = checkpoint.make_manager(str(tmp_path), save_interval_steps=2, max_to_keep=3)
+    assert checkpoint.restore_latest(manager, state) is None
 
 
 def test_export_errors_are_clear(tmp_path):
@@ -194,4 +284,27 @@ def test_export_errors_are_clear(tmp_path):
     (tmp_path / "empty").mkdir()
     with pytest.raises(export.ExportError, match="not a jpeg_jax export"):
         export.load(tmp_path / "empty")
-    assert export.main(["--workdir", str(tmp_path / "empty"), "--out", str(tmp_path / "x")]) == 1
+    empty = str(tmp_path / "empty")
+    assert export_checkpoint.main(["--workdir", empty, "--out", str(tmp_path / "x")]) == 1
+
+
+def test_training_modules_form_no_import_cycle():
+    """export.py is the file format only: it imports no training module, and the training
+    modules import each other in one direction."""
+    import ast
+
+    names = ("export", "train_state", "checkpoint", "train_step", "export_checkpoint", "train_lib")
+    imports = {}
+    for name in names:
+        tree = ast.parse((ROOT / "jpeg_jax" / f"{name}.py").read_text())
+        found = set()
+        for node in ast.walk(tree):
+            if isinstance(node, ast.ImportFrom) and node.module == "jpeg_jax":
+                found |= {a.name for a in node.names}
+            elif isinstance(node, ast.ImportFrom) and (node.module or "").startswith("jpeg_jax."):
+                found.add(node.module.split(".")[1])
+        imports[name] = found & set(names)
+    assert imports["export"] == set()
+    order = {name: i for i, name in enumerate(names)}  # each imports only earlier ones
+    for name, deps in imports.items():
+        assert all(order[d] < order[name] for d in deps), (name, deps)

@@ -15,7 +15,7 @@ from collections.abc import Callable
 import numpy as np
 import tensorflow as tf
 
-from jpeg_jax.datasets import embedded, folder
+from jpeg_jax.datasets import embedded, folder, subsets
 
 SOURCES = ("embedded", "folder", "tfds", "ffhq")
 
@@ -58,16 +58,25 @@ def open_source(
     process_index: int = 0,
     process_count: int = 1,
     max_examples: int | None = None,
+    subset: str = "",
 ) -> Source:
     """This process's shard of ``split`` of the source named by ``config_data.source``.
 
     Shards are disjoint: random-access sources take every ``process_count``-th item starting at
     ``process_index``; TFDS sources use ``tfds.even_splits``. ``max_examples`` keeps the first
     images of the split (before sharding), e.g. for a short evaluation.
+
+    ``subset`` (a name of :data:`subsets.SUBSETS` such as ``"ctest10k"``, or a list file; see
+    :func:`subsets.load_names`) keeps only the split's images with those file names, in the
+    split's order, before ``max_examples`` and sharding. Folder and embedded sources match the
+    base name of each path; TFDS sources the dataset's ``file_name`` feature. For a TFDS source
+    ``num_examples`` is then the number of listed names (images absent from the split are
+    simply not produced; :func:`jpeg_jax.evaluate.evaluate` reports the number it evaluated).
     """
     kind = config_data.source
+    wanted = set(subsets.load_names(subset)) if subset else None
     if kind in ("tfds", "ffhq"):
-        return _tfds_source(config_data, split, process_index, process_count, max_examples)
+        return _tfds_source(config_data, split, process_index, process_count, max_examples, wanted)
     if kind == "embedded":
         names, items = embedded.encoded_split(split)
         items_are_paths = False
@@ -77,6 +86,9 @@ def open_source(
         items_are_paths = True
     else:
         raise ValueError(f"config.data.source must be one of {SOURCES}, got {kind!r}")
+    if wanted is not None:
+        keep = [i for i, name in enumerate(names) if subsets.base_name(name) in wanted]
+        names, items = [names[i] for i in keep], [items[i] for i in keep]
     names, items = names[:max_examples], items[:max_examples]
     names, items = names[process_index::process_count], items[process_index::process_count]
     if kind == "folder" and config_data.check_files:
@@ -91,7 +103,7 @@ def open_source(
     return Source(len(names), tuple(names), np.array(items, dtype=object), items_are_paths)
 
 
-def _tfds_source(config_data, split, process_index, process_count, max_examples) -> Source:
+def _tfds_source(config_data, split, process_index, process_count, max_examples, wanted):
     from jpeg_jax.datasets import tfds_source
 
     if config_data.source == "ffhq":
@@ -101,6 +113,19 @@ def _tfds_source(config_data, split, process_index, process_count, max_examples)
     builder = tfds_source.load_builder(
         name, data_dir=config_data.tfds_data_dir or None, manual_dir=config_data.manual_dir
     )
+    if wanted is not None:
+        stream = tfds_source.subset_stream(
+            builder,
+            split,
+            image_key,
+            wanted,
+            process_index=process_index,
+            process_count=process_count,
+            max_examples=max_examples,
+        )
+        count = len(wanted) if max_examples is None else min(len(wanted), max_examples)
+        shard = len(range(process_index, count, process_count))
+        return Source(shard, stream=stream)
     sub, count = tfds_source.process_split(
         builder,
         split,

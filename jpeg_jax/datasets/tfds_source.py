@@ -49,3 +49,56 @@ def stream(builder: tfds.core.DatasetBuilder, split: str, image_key: str) -> tf.
         read_config=tfds.ReadConfig(add_tfds_id=True),
     )
     return dataset.map(lambda ex: {"name": ex["tfds_id"], "data": ex[image_key]})
+
+
+FILE_NAME_KEY = "file_name"  # the feature subsets match (imagenet2012 has it)
+
+
+def subset_stream(
+    builder: tfds.core.DatasetBuilder,
+    split: str,
+    image_key: str,
+    names: set[str] | frozenset[str],
+    *,
+    process_index: int,
+    process_count: int,
+    max_examples: int | None = None,
+):
+    """A function returning one pass over the split's images whose file name is in ``names``.
+
+    The whole split is read in stored order (images are not decoded), filtered on the base name
+    of the ``file_name`` feature, cut to ``max_examples`` and then sharded (every
+    ``process_count``-th image from ``process_index``). Dicts ``name`` (the file name) and
+    ``data`` (encoded bytes).
+
+    Raises:
+      ValueError: the dataset has no ``file_name`` feature.
+    """
+    if FILE_NAME_KEY not in builder.info.features:
+        raise ValueError(
+            f"a subset needs a {FILE_NAME_KEY!r} feature to match, and TFDS dataset "
+            f"{builder.info.full_name!r} has none (features: {sorted(builder.info.features)})"
+        )
+    keys = tf.constant(sorted(names))
+
+    def one_pass() -> tf.data.Dataset:
+        table = tf.lookup.StaticHashTable(
+            tf.lookup.KeyValueTensorInitializer(keys, tf.ones_like(keys, tf.int32)), 0
+        )
+        dataset = builder.as_dataset(
+            split=split,
+            shuffle_files=False,
+            decoders={image_key: tfds.decode.SkipDecoding()},
+        )
+        dataset = dataset.map(
+            lambda ex: {
+                "name": tf.strings.regex_replace(ex[FILE_NAME_KEY], r"^.*[/\\]", ""),
+                "data": ex[image_key],
+            }
+        )
+        dataset = dataset.filter(lambda ex: table.lookup(ex["name"]) > 0)
+        if max_examples is not None:
+            dataset = dataset.take(max_examples)
+        return dataset.shard(process_count, process_index)
+
+    return one_pass

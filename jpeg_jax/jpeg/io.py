@@ -116,7 +116,7 @@ def probe_jpeg(source: str | os.PathLike | bytes) -> JpegInfo:
     data = _load_bytes(source)
     if data[:2] != b"\xff\xd8":
         raise JpegError("not a JPEG file (no SOI marker)")
-    pos, info, adobe_transform = 2, None, None
+    pos, info, adobe_transform, jfif, rgb_ids = 2, None, None, False, False
     while pos + 4 <= len(data):
         if data[pos] != 0xFF:
             raise JpegError(f"corrupt JPEG: expected a marker at byte {pos}")
@@ -144,11 +144,12 @@ def probe_jpeg(source: str | os.PathLike | bytes) -> JpegInfo:
                 (segment[6 + 3 * i], segment[7 + 3 * i] >> 4, segment[7 + 3 * i] & 15)
                 for i in range(count)
             ]
-            if count == 3 and [c[0] for c in comps] == [ord("R"), ord("G"), ord("B")]:
-                raise JpegError("unsupported: RGB-coded JPEG (no YCbCr transform)")
+            rgb_ids = count == 3 and [c[0] for c in comps] == [ord("R"), ord("G"), ord("B")]
             if height == 0 or width == 0:
                 raise JpegError("unsupported: image height defined by a DNL marker")
             info = JpegInfo(height, width, _subsampling(comps), marker == 0xC2)
+        if marker == 0xE0 and segment[:5] == b"JFIF\0" and len(segment) >= 14:
+            jfif = True
         if marker == 0xEE and segment[:5] == b"Adobe" and len(segment) >= 12:
             adobe_transform = segment[11]
         if marker == 0xDA:  # start of scan: the header is complete
@@ -156,9 +157,28 @@ def probe_jpeg(source: str | os.PathLike | bytes) -> JpegInfo:
         pos += 2 + length
     if info is None:
         raise JpegError("truncated or corrupt JPEG: no frame header before the data")
-    if adobe_transform == 0 and info.subsampling != "gray":
-        raise JpegError("unsupported: RGB-coded JPEG (Adobe transform 0)")
+    if info.subsampling != "gray":
+        _check_ycbcr(jfif, adobe_transform, rgb_ids)
     return info
+
+
+def _check_ycbcr(jfif: bool, adobe_transform: int | None, rgb_ids: bool) -> None:
+    """Refuses a 3-component file that libjpeg-turbo decodes as RGB (no colour transform).
+
+    libjpeg-turbo's rule (``jdapimin.c``, ``default_decompress_parms``): a JFIF marker means
+    YCbCr; else an Adobe marker decides (transform 0: RGB, any other: YCbCr); else component IDs
+    'R', 'G', 'B' mean RGB; anything else is YCbCr.
+    """
+    if jfif:
+        return
+    if adobe_transform is not None:
+        if adobe_transform == 0:
+            raise JpegError("unsupported: RGB-coded JPEG (Adobe transform 0, no JFIF marker)")
+        return
+    if rgb_ids:
+        raise JpegError(
+            "unsupported: RGB-coded JPEG (component IDs 'R', 'G', 'B', no JFIF or Adobe marker)"
+        )
 
 
 def _pillow_decode(data: bytes) -> tuple[np.ndarray, int, bytes | None]:

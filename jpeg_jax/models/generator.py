@@ -15,12 +15,14 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from jpeg_jax.models import ops
 from jpeg_jax.models.layers import (
     DenseConv,
     FiLM,
     QTableEmbedding,
     kaiming_scaled_init,
     leaky_relu,
+    noise_key,
     pad_to_multiple,
     pixel_unshuffle,
     upsample_nearest,
@@ -42,42 +44,52 @@ class ResidualDenseBlock(nn.Module):
     num_grow_ch: int = 32
     noise: bool = True
     split: bool = False
-    deterministic: bool = False
+    conv_impl: str = "xla"
     dtype: Dtype = jnp.float32
     param_dtype: Dtype = jnp.float32
 
     @nn.compact
-    def __call__(self, x: Array) -> Array:
+    def __call__(self, x: Array, key: Array | None = None) -> Array:
+        """x: (B, H, W, num_feat); key: the enclosing RRDB's noise key (None: no noise)."""
         feats = [x]
         for k in range(1, 6):
             conv = DenseConv(
                 self.num_grow_ch if k < 5 else self.num_feat,
                 noise=self.noise,
                 split=self.split,
+                conv_impl=self.conv_impl,
                 kernel_init=kaiming_scaled_init(0.1),  # BasicSR's RDB init
                 dtype=self.dtype,
                 param_dtype=self.param_dtype,
                 name=f"conv{k}",
             )
-            out = conv(feats, deterministic=self.deterministic)
+            conv_key = None if key is None else noise_key(key, self.name, f"conv{k}")
+            out = conv(feats, deterministic=key is None, key=conv_key)
             if k < 5:
                 feats.append(leaky_relu(out))
         return x + _RESIDUAL_SCALE * out
 
 
 class RRDB(nn.Module):
-    """Residual-in-residual dense block: three RDBs and a 0.2-scaled long skip."""
+    """Residual-in-residual dense block: three RDBs and a 0.2-scaled long skip [then FiLM].
+
+    ``film`` puts the block's FiLM inside it (the scanned trunk's step); the unrolled trunk
+    keeps its FiLM modules beside the blocks (``film_body_<i>``, BasicSR-compatible names).
+    """
 
     num_feat: int = 64
     num_grow_ch: int = 32
     noise: bool = True
     split: bool = False
-    deterministic: bool = False
+    conv_impl: str = "xla"
+    film: bool = False
     dtype: Dtype = jnp.float32
     param_dtype: Dtype = jnp.float32
 
     @nn.compact
-    def __call__(self, x: Array) -> Array:
+    def __call__(self, x: Array, key: Array | None = None, emb: Array | None = None) -> Array:
+        """x: (B, H, W, num_feat); key: this block's noise key (None: no noise); emb: (B, D)
+        quantization-table embedding (with ``film``). Returns (B, H, W, num_feat)."""
         out = x
         for j in range(1, 4):
             out = ResidualDenseBlock(
@@ -85,40 +97,45 @@ class RRDB(nn.Module):
                 self.num_grow_ch,
                 noise=self.noise,
                 split=self.split,
-                deterministic=self.deterministic,
+                conv_impl=self.conv_impl,
                 dtype=self.dtype,
                 param_dtype=self.param_dtype,
                 name=f"rdb{j}",
-            )(out)
-        return x + _RESIDUAL_SCALE * out
+            )(out, key)
+        out = x + _RESIDUAL_SCALE * out
+        if self.film:
+            out = FiLM(self.dtype, self.param_dtype, name="film")(out, emb)
+        return out
 
 
-def checkpoint_in_order(fn: Callable[[Any, Array, Array], Array]) -> Callable:
-    """Rematerialisation of ``fn(params, x, key)`` whose recomputation waits for its cotangent.
+class _NoiseKey(nn.Module):
+    """Parameter-free stand-in for an unrolled block: its "noise" key, as that block drew it."""
 
-    ``jax.checkpoint`` (``nn.remat``) stores only the block input, but on XLA:CPU (jax 0.10) the
-    recomputations of all blocks get scheduled right after the forward pass (the optimization
-    barrier does not order them after the incoming cotangent there), so every activation is live
-    again and memory is not reduced at all (measured: identical ``temp`` size). Here the saved
-    input gets a real data dependency on the cotangent (``x + 0 * ct[0]``; XLA does not fold
-    ``0 * y`` for floats), so block i is recomputed only once block i + 1's backward is done.
-    """
+    @nn.compact
+    def __call__(self) -> Array:
+        return self.make_rng("noise")
 
-    @jax.custom_vjp
-    def run(params, x, key):
-        return fn(params, x, key)
 
-    def forward(params, x, key):
-        return fn(params, x, key), (params, x, key)
+def _remat_in_order(definition: RRDB) -> Callable:
+    """``block(x, key)`` rematerialised by :func:`jpeg_jax.models.ops.in_order_backward`, lifted
+    to Flax with ``nn.custom_vjp``; ``definition`` is the unbound block it recomputes."""
 
-    def backward(res, ct):
-        params, x, key = res
-        x = x + jnp.zeros((), x.dtype) * ct.reshape(-1)[0].astype(x.dtype)
-        _, vjp = jax.vjp(lambda p, x: fn(p, x, key), params, x)
-        return (*vjp(ct), None)
+    def run(block, x, key):
+        return block(x, key)
 
-    run.defvjp(forward, backward)
-    return run
+    def forward(block, x, key):
+        return block(x, key), (block.variables["params"], x, key)
+
+    def backward(residuals, ct):
+        apply = lambda p, x, key: definition.apply({"params": p}, x, key)  # noqa: E731
+        d_params, d_x, _ = ops.in_order_backward(apply, residuals, ct)
+        return {"params": d_params}, d_x, None
+
+    return nn.custom_vjp(run, forward_fn=forward, backward_fn=backward)
+
+
+def _scan_step(block: RRDB, x: Array, key: Array | None, emb: Array | None):
+    return block(x, key, emb), None
 
 
 class Generator(nn.Module):
@@ -134,6 +151,15 @@ class Generator(nn.Module):
     gets gradients everywhere, including where the prediction overshoots [0, 1]. Callers that
     need an image (sampling, metrics, export) clip with ``jnp.clip(x_hat, 0, 1)``.
 
+    Noise: block i draws from the key ``make_rng("noise")`` gives in scope ``body_<i>``, and
+    ``conv_up1`` from its own scope, whatever the stacking: the unrolled and the scanned trunk
+    (and exports written before the scan existed) give the same samples for the same rng.
+
+    The speed and memory attributes (``conv_impl``, ``split_convs``, ``scan``, ``remat``) never
+    change the function computed (up to float rounding); they are chosen per backend by
+    :func:`jpeg_jax.platform.resolve_generator`, and the defaults are the variant GPUs and TPUs
+    run. ``scan`` changes the parameter layout (:mod:`jpeg_jax.models.convert` converts).
+
     Attributes:
       num_feat: trunk width (64 in the paper).
       num_block: number of RRDBs (23).
@@ -144,32 +170,20 @@ class Generator(nn.Module):
         predicted from the quantization tables (identity at initialisation).
       film_dim: width of the quantization-table embedding MLP.
       pad_multiple: inputs are edge-padded to a multiple of this.
-      split_convs: compute each dense conv as a sum of per-input convs instead of concatenating
-        (same parameters and results; a speed knob). ``None`` (default) splits on the CPU backend
-        when ``num_grow_ch >= 32``, where it measured fastest for training (paper size, 2
-        cores, ``benchmarks/models.py``, separate processes: forward+backward batch 4 0.66-0.92x
-        the concatenation's time, forward batch 8 0.83-1.0x, forward batch 1 1.06-1.5x), and
-        concatenates otherwise (the demo's 32/16-wide model: split 12 % slower; GPUs:
-        unmeasured). For inference on CPU ``scan=True`` was the fastest of all; exports are
-        sampled with it there (:func:`jpeg_jax.sampling.resolve_model`).
-      remat: rematerialise each RRDB in the backward pass, storing only the RRDB inputs. In a
-        loop this uses :func:`checkpoint_in_order` (``nn.remat`` saves nothing on XLA:CPU);
-        with ``scan`` it is ``jax.checkpoint`` of the scan body. Noise is regenerated from the
-        same key, so outputs and gradients are unchanged. Measured compiled memory, paper-size
-        G + D step, batch 32 at 128^2 (``benchmarks/models.py --memory``): 24.9 GiB without,
-        2.9 GiB with scan + remat; the looped in-order remat brought the generator step alone
-        from ~24 to 8.1 GiB (its schedule is left to XLA).
-      scan: run the RRDBs with ``jax.lax.scan`` over their stacked parameters (the parameter
-        tree stays one entry per block): one compiled block, ~10x shorter compiles, and with
-        ``remat`` a structurally bounded memory. Its backward used to be 25x slower than the
-        loop's on XLA:CPU (gradient convolutions inside a while body missed XLA:CPU's Eigen
-        path); :func:`jpeg_jax.models.layers.conv2d` now writes them in the canonical form, and
-        scan + remat (which recomputes every block) costs ~18 % over the loop: generator
-        forward+backward, batch 4, 128^2, 1.85 vs 1.58 s/img (split convs); full paper-size
-        GAN step 0-10 % (``benchmarks/models.py``, ``benchmarks/train_step.py``).
+      conv_impl: ``"xla"`` (XLA's own convolution gradients) or ``"eigen"`` (the custom-VJP
+        NHWC/HWIO gradients XLA:CPU needs, :mod:`jpeg_jax.models.ops`).
+      split_convs: compute each dense conv as a sum of per-input convs instead of
+        concatenating its inputs.
+      remat: recompute each RRDB in the backward pass, storing only the RRDB inputs. Scanned:
+        ``nn.remat`` of the scan step. Unrolled: :func:`jpeg_jax.models.ops.in_order_backward`
+        (``nn.remat`` of unrolled blocks saved no memory on XLA:CPU: benchmarks/RESULTS.md,
+        "Remat").
+      scan: run the RRDBs with ``nn.scan`` (one compiled block; with ``remat`` a memory bound
+        independent of ``num_block``). Parameters are stacked: ``body`` (RRDB + ``film``) with
+        a leading ``num_block`` axis instead of ``body_<i>`` and ``film_body_<i>``.
       input_skip: add the input ``y`` to the output, so the network learns the correction
         ``x - y`` and starts near the JPEG decode (not in the paper; for short trainings).
-      dtype: computation dtype (bfloat16 works); the output is always float32.
+      dtype: computation dtype (e.g. bfloat16); the output is always float32.
       param_dtype: parameter dtype (keep float32).
     """
 
@@ -180,7 +194,8 @@ class Generator(nn.Module):
     film: bool = False
     film_dim: int = 128
     pad_multiple: int = 16
-    split_convs: bool | None = None
+    conv_impl: str = "xla"
+    split_convs: bool = False
     remat: bool = False
     scan: bool = False
     input_skip: bool = False
@@ -189,58 +204,54 @@ class Generator(nn.Module):
 
     def _conv(self, features: int, name: str, noise: bool = False) -> DenseConv:
         return DenseConv(
-            features, noise=noise, dtype=self.dtype, param_dtype=self.param_dtype, name=name
+            features,
+            noise=noise,
+            conv_impl=self.conv_impl,
+            dtype=self.dtype,
+            param_dtype=self.param_dtype,
+            name=name,
         )
 
-    def _blocks(self, deterministic: bool) -> tuple[list[RRDB], list[FiLM]]:
-        split = self.split_convs
-        if split is None:
-            split = jax.default_backend() == "cpu" and self.num_grow_ch >= 32
-        kw = dict(noise=self.noise, split=split, deterministic=deterministic)
-        blocks = [
-            RRDB(self.num_feat, self.num_grow_ch, **kw, dtype=self.dtype,
-                 param_dtype=self.param_dtype, name=f"body_{i}")
-            for i in range(self.num_block)
-        ]  # fmt: skip
-        films = [
-            FiLM(self.dtype, self.param_dtype, name=f"film_body_{i}")
-            for i in range(self.num_block if self.film else 0)
-        ]
-        return blocks, films
+    def _block(self, name: str | None, film: bool = False, **kw) -> RRDB:
+        return RRDB(
+            self.num_feat,
+            self.num_grow_ch,
+            noise=self.noise,
+            split=self.split_convs,
+            conv_impl=self.conv_impl,
+            film=film,
+            dtype=self.dtype,
+            param_dtype=self.param_dtype,
+            name=name,
+            **kw,
+        )
 
     def _trunk(self, x: Array, emb: Array | None, deterministic: bool) -> Array:
-        """The RRDB trunk (each block followed by FiLM when on), looped, remat'd or scanned.
-
-        Outside initialisation every block runs as a pure function of (params, x, noise key):
-        the key comes from the block's own "noise" stream, so the plain loop, the remat loop
-        and the scan draw the same noise and give the same result.
-        """
-        blocks, films = self._blocks(deterministic)
-        if self.is_initializing():
-            for i, block in enumerate(blocks):
-                x = films[i](block(x), emb) if self.film else block(x)
-            return x
+        """The RRDB trunk (each block followed by FiLM when on), unrolled or scanned."""
         draw = self.noise and not deterministic
-        keys = [b.make_rng("noise") if draw else jax.random.key(0) for b in blocks]
-        rrdb, film = blocks[0].clone(parent=None, name=None), FiLM(self.dtype, self.param_dtype)
-
-        def step(params, x, key):  # params: (RRDB params, FiLM params, embedding)
-            x = rrdb.apply({"params": params[0]}, x, rngs={"noise": key})
-            return film.apply({"params": params[1]}, x, params[2]) if self.film else x
-
-        params = [
-            (b.variables["params"], films[i].variables["params"] if self.film else {})
-            for i, b in enumerate(blocks)
-        ]
         if self.scan:
-            stacked = jax.tree.map(lambda *a: jnp.stack(a), *params)
-            body = jax.checkpoint(step, prevent_cse=False) if self.remat else step
-            scan_fn = lambda x, pk: (body((*pk[0], emb), x, pk[1]), None)
-            return jax.lax.scan(scan_fn, x, (stacked, jnp.stack(keys)))[0]
-        # The embedding is an explicit argument: a custom_vjp may not close over traced values.
-        body = checkpoint_in_order(step) if self.remat else step
-        for p, key in zip(params, keys, strict=True):
-            x = body((*p, emb), x, key)
+            keys = None
+            if draw:
+                keys = jnp.stack([_NoiseKey(name=f"body_{i}")() for i in range(self.num_block)])
+            step = nn.remat(_scan_step, prevent_cse=False) if self.remat else _scan_step
+            scan = nn.scan(
+                step,
+                variable_axes={"params": 0},
+                split_rngs={"params": True},
+                in_axes=(0, nn.broadcast),
+                length=self.num_block,
+            )
+            return scan(self._block("body", film=self.film), x, keys, emb)[0]
+        remat = self.remat and not self.is_initializing()
+        for i in range(self.num_block):
+            block = self._block(f"body_{i}")
+            key = block.make_rng("noise") if draw else None
+            if remat:
+                x = _remat_in_order(self._block(None, parent=None))(block, x, key)
+            else:
+                x = block(x, key)
+            if self.film:
+                x = FiLM(self.dtype, self.param_dtype, name=f"film_body_{i}")(x, emb)
         return x
 
     @nn.compact

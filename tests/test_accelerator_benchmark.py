@@ -1,0 +1,83 @@
+"""benchmarks/accelerator.py runs end to end with --tiny (CPU) and writes a complete JSON; its
+FLOP count is checked against the generator's closed-form convolution count."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import pathlib
+import subprocess
+import sys
+
+import pytest
+
+ROOT = pathlib.Path(__file__).resolve().parents[1]
+
+
+def _generator_forward_flops(side: int, nf: int, nb: int, gc: int, noise: int = 1) -> float:
+    """2 x multiply-adds of every convolution of one ``side`` x ``side`` generator forward."""
+    conv = lambda cin, cout: 9 * cin * cout
+    rdb = sum(conv(nf + k * gc + noise, gc if k < 4 else nf) for k in range(5))
+    low = conv(12, nf) + nb * 3 * rdb + conv(nf, nf)  # at side / 2
+    high = conv(nf + noise, nf) + conv(nf, nf) + conv(nf, 3)
+    return 2.0 * ((side // 2) ** 2 * low + side**2 * high)
+
+
+def test_peak_table_matches_device_kinds():
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    try:
+        import accelerator
+    finally:
+        sys.path.pop(0)
+    kinds = {
+        "NVIDIA H100 80GB HBM3": "H100 SXM",
+        "NVIDIA H100 PCIe": "H100 PCIe",
+        "NVIDIA H200": "H200",
+        "NVIDIA A100-SXM4-80GB": "A100",
+        "TPU v4": "TPU v4",
+        "TPU v5 lite": "TPU v5e",
+        "TPU v5": "TPU v5p",
+        "TPU v5p": "TPU v5p",
+        "cpu": None,
+    }
+    for kind, row in kinds.items():
+        assert accelerator.peak_row(kind) == row, kind
+    for row in accelerator.PEAK_TFLOPS.values():
+        assert row["bfloat16"] >= row["float32"] > 0
+
+
+@pytest.mark.slow
+def test_accelerator_benchmark_tiny_run_writes_complete_json(tmp_path):
+    out = tmp_path / "accelerator.json"
+    env = {**os.environ, "JPEG_JAX_HUGE_PAGES": "0"}
+    env.pop("XLA_FLAGS", None)  # one CPU device, as a user's run
+    cmd = [sys.executable, "benchmarks/accelerator.py", "--tiny", "--cases", "fm_on"]
+    cmd += ["--peak-tflops", "2", "--budget-s", "1e9", "--warmup", "1", "--out", str(out)]
+    proc = subprocess.run(
+        cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=1500, check=False
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "| bfloat16/fm_on |" in proc.stdout and "samples/s" in proc.stdout
+    r = json.loads(out.read_text())
+    assert r["setup"]["tiny"] and r["skipped"] == []
+    assert r["device"]["peak_tflops"] == {"bfloat16": 2.0, "float32": 2.0}
+    s = r["setup"]
+    assert set(r["train"]) == {"bfloat16/fm_on", "float32/fm_on"}
+    g = s["generator"]
+    g_fwd = _generator_forward_flops(s["size"], g["num_feat"], g["num_block"], g["num_grow_ch"])
+    # G forward for the critic update, forward+backward (~3x) for the generator update and for
+    # FM's samples; the critic and the JPEG core come on top.
+    lower = 0.9 * g_fwd * (4 * s["batch"] + 3 * s["fm_num_images"] * s["fm_num_samples"])
+    for name, case in r["train"].items():
+        assert case["finite"] and case["skipped"] == 0, name
+        assert lower <= case["model_flops"] <= 2.5 * lower, (name, case["model_flops"], lower)
+        assert math.isclose(case["images_per_s"], s["batch"] / case["step_s"], rel_tol=1e-9)
+        assert math.isclose(case["tflops_per_s"], case["model_flops"] / case["step_s"] / 1e12)
+        assert math.isclose(case["mfu"], case["tflops_per_s"] / 2.0)
+        assert len(case["step_s_all"]) == s["steps"] and case["compile_s"] > 0
+        assert 0 < case["memory_gib"]["peak"] < 1
+    assert set(r["sampling"]) == {f"{d}/{n}" for d in ("bfloat16", "float32") for n in (64, 128)}
+    for name, case in r["sampling"].items():
+        assert case["finite"] and case["samples_per_s"] > 0, name
+        assert math.isclose(case["samples_per_s"], case["num_samples"] / case["s"])
