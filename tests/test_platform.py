@@ -271,7 +271,9 @@ def test_model_and_sampling_code_never_ask_for_the_backend(monkeypatch):
         params = jax.eval_shape(lambda y, g=gen: g.init(rngs, y, q), y)["params"]
         loss = lambda p, y, g=gen: jnp.mean(g.apply({"params": p}, y, q, rngs=rngs) ** 2)
         jax.eval_shape(jax.grad(loss), params, y)
-        unrolled = convert.unstack_blocks(jax.tree.map(np.zeros_like, params))
+        unrolled = convert.unstack_blocks(
+            jax.tree.map(lambda s: np.zeros(s.shape, s.dtype), params)
+        )
         model, variables = sampling.resolve_model((gen, unrolled))
         assert model is gen and convert.is_stacked(variables["params"]) == gen.scan
     critic = Critic(widths=(8, 8, 8, 8), blocks=(1, 1, 1, 1), dtype=jnp.bfloat16)
