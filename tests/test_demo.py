@@ -102,6 +102,7 @@ def test_sharpness_relative_to_original():
 
 def test_warmup_step_trains_mse_without_the_critic():
     config = tiny_config()
+    config.regression_warmup_critic = False  # the demo's True: see the next test
     models = train_state.make_models(config)
     optimizers = train_state.make_optimizers(config)
     state = train_state.init_state(config, models, optimizers, jax.random.key(0))
