@@ -57,6 +57,7 @@ def _max_rel_diff(a, b):
     return max(jax.tree.leaves(diffs))
 
 
+@pytest.mark.slow
 def test_step_on_8_devices_equals_1_device():
     config = tiny_config()
     batch = synthetic_batch()
@@ -70,6 +71,7 @@ def test_step_on_8_devices_equals_1_device():
         np.testing.assert_allclose(m8[k], m1[k], rtol=1e-4, atol=1e-6)
 
 
+@pytest.mark.slow
 def test_non_finite_batch_is_skipped():
     config = tiny_config()
     batch = synthetic_batch()
@@ -116,6 +118,7 @@ _WORKER = textwrap.dedent(
 )
 
 
+@pytest.mark.slow
 def test_two_processes_equal_one_process(tmp_path):
     port = free_port()
     script = tmp_path / "worker.py"
@@ -219,6 +222,7 @@ def test_sigkill_resume_restores_the_whole_state_and_export_loads(tmp_path, capl
     assert sample.shape == (1, 32, 32, 3)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "SIGINT"])
 def test_preemption_signal_saves_and_exits_zero(tmp_path, sig):
     flags = (*_TINY, "--config.num_train_steps=1000", "--config.checkpoint_every_steps=1000")

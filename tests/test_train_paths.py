@@ -104,6 +104,7 @@ def _batches_turning_nan(good_steps: int):
     return create
 
 
+@pytest.mark.slow
 def test_consecutive_non_finite_steps_stop_the_run(tmp_path, monkeypatch):
     config = tiny_config()
     config.loss.fm_weight = 0.0  # one compiled step variant
