@@ -111,7 +111,11 @@ def init_state(config, models, optimizers, key: jax.Array, frozen: dict | None =
         loaded = convert.to_stacking(
             export.load(config.init_from_export).params, scan=generator.scan
         )
-        if jax.tree.structure(loaded) != jax.tree.structure(g_params):
+        same = jax.tree.structure(loaded) == jax.tree.structure(g_params) and all(
+            jnp.shape(a) == jnp.shape(b)
+            for a, b in zip(jax.tree.leaves(loaded), jax.tree.leaves(g_params))
+        )
+        if not same:  # the tree, or a width (num_feat, num_grow_ch)
             raise ValueError(f"{config.init_from_export}: generator architecture differs")
         g_params = jax.tree.map(jnp.asarray, loaded)
     d_params = {}

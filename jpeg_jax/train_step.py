@@ -287,8 +287,9 @@ def make_train_step(config: ml_collections.ConfigDict, models, optimizers) -> Ca
     ``benchmarks/RESULTS.md``). ``warmup`` (static, positional after ``moments``): a regression
     step in GAN mode, :func:`is_warmup_step` (the loop's first ``regression_warmup_steps``).
 
-    An update whose loss or gradient is not finite is skipped (params, optimizer state and EMA
-    unchanged; ``metrics["skipped"] = 1``; ``state.skips`` counts consecutive skips).
+    A step where the critic's or the generator's loss or gradient is not finite is skipped as a
+    whole (both networks' params and optimizer states and the EMA unchanged;
+    ``metrics["skipped"] = 1``; ``state.skips`` counts consecutive skips).
     """
     generator, critic = models
     g_tx, d_tx = optimizers
@@ -341,14 +342,16 @@ def make_train_step(config: ml_collections.ConfigDict, models, optimizers) -> Ca
             )
         g_params, g_opt_state, g_ok, g_loss, g_aux = generator_update(state, loss_fn, g_tx)
         ema = ema_update(state.ema_params, g_params, config.optim.ema_decay)
+        # A step is skipped as a whole: a batch that breaks one loss (e.g. a NaN in x, which
+        # the critic sees but C may not: its coefficients are cast to integers) updates nothing.
         ok = d_ok & g_ok
         new_state = state.replace(
             step=state.step + 1,
-            g_params=g_params,
-            d_params=d_params,
-            g_opt_state=g_opt_state,
-            d_opt_state=d_opt_state,
-            ema_params=_select(g_ok, ema, state.ema_params),
+            g_params=_select(ok, g_params, state.g_params),
+            d_params=_select(ok, d_params, state.d_params),
+            g_opt_state=_select(ok, g_opt_state, state.g_opt_state),
+            d_opt_state=_select(ok, d_opt_state, state.d_opt_state),
+            ema_params=_select(ok, ema, state.ema_params),
             skips=jnp.where(ok, 0, state.skips + 1),
         )
         metrics.update(g_aux)

@@ -212,6 +212,7 @@ def test_scanned_backward_uses_only_canonical_convolutions():
     assert set(labels) == {"b01f_01io->b01f"}, sorted(set(labels))
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("conv_impl", ["xla", "eigen"])
 def test_split_convs_same_output_and_grads(conv_impl):
     params = _tiny_params()
@@ -401,6 +402,7 @@ def _grad_temp_bytes(gen: Generator, batch: int, size: int) -> int:
     return compiled.memory_analysis().temp_size_in_bytes
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("conv_impl", ["xla", "eigen"])
 def test_remat_reduces_compiled_memory(conv_impl):
     """Both convolution implementations (the accelerator's and the CPU's) stay under the same

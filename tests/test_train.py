@@ -4,11 +4,13 @@ resume, preemption of a single process, exports from checkpoints.
 Two-process runs of the whole train.py (end of run, preemption of one process, a lost process)
 are in test_multihost.py."""
 
+import logging
 import os
 import signal
 import subprocess
 import sys
 import textwrap
+import time
 
 import jax
 import jax.numpy as jnp
@@ -55,6 +57,7 @@ def _max_rel_diff(a, b):
     return max(jax.tree.leaves(diffs))
 
 
+@pytest.mark.slow
 def test_step_on_8_devices_equals_1_device():
     config = tiny_config()
     batch = synthetic_batch()
@@ -68,6 +71,7 @@ def test_step_on_8_devices_equals_1_device():
         np.testing.assert_allclose(m8[k], m1[k], rtol=1e-4, atol=1e-6)
 
 
+@pytest.mark.slow
 def test_non_finite_batch_is_skipped():
     config = tiny_config()
     batch = synthetic_batch()
@@ -114,6 +118,7 @@ _WORKER = textwrap.dedent(
 )
 
 
+@pytest.mark.slow
 def test_two_processes_equal_one_process(tmp_path):
     port = free_port()
     script = tmp_path / "worker.py"
@@ -139,37 +144,71 @@ def test_two_processes_equal_one_process(tmp_path):
 
 # A single process with 8 simulated devices (tests/conftest.py's XLA_FLAGS), as in-process runs.
 _TINY = ("--config.loss.fm_weight=0", "--config.log_every_steps=1")
+_FINAL = 6
 
 
 def _final_state(workdir, steps):
-    config = tiny_config()
-    config.loss.fm_weight = 0.0  # one compiled step variant (FM is covered by the tests above)
+    config = tiny_config()  # FM on (fm_every 2): both compiled step variants
     config.num_train_steps = steps
+    config.log_every_steps = 1
     return train_lib.train_and_evaluate(config, str(workdir))
 
 
-def test_sigkill_resume_is_bit_identical_and_export_loads(tmp_path):
-    reference = jax.device_get(_final_state(tmp_path / "reference", 6))
-    # A run killed with SIGKILL right after its step-2 checkpoint is finalised...
+def _assert_states_equal(got, want):
+    """Every leaf of two ``TrainState``s (params, both optimizer states, EMA, step, skips)."""
+    got_leaves, got_def = jax.tree_util.tree_flatten_with_path(got)
+    want_leaves, want_def = jax.tree.flatten(want)
+    assert got_def == want_def
+    for (path, a), b in zip(got_leaves, want_leaves, strict=True):
+        np.testing.assert_array_equal(a, b, err_msg=jax.tree_util.keystr(path))
+
+
+def _wait_for_checkpoint(workdir, step, processes, proc, timeout=600):
+    deadline = time.monotonic() + timeout
+    while True:
+        manager = checkpoint.make_manager(str(workdir), read_only=True)
+        steps = manager.all_steps()
+        manager.close()
+        if step in steps:
+            return
+        assert proc.poll() is None, processes.tails()
+        assert time.monotonic() < deadline, f"no checkpoint {step} in {timeout} s"
+        time.sleep(0.2)
+
+
+@pytest.mark.slow
+def test_sigkill_resume_restores_the_whole_state_and_export_loads(tmp_path, caplog):
+    reference = jax.device_get(_final_state(tmp_path / "reference", _FINAL))
+    # A run with FM on, killed with SIGKILL once its only checkpoint, step 1, is on disk (orbax
+    # saves the first step; the next interval step is 1000)...
     killed = tmp_path / "killed"
+    flags = ("--config.log_every_steps=1", "--config.num_train_steps=1000")
     with Processes(tmp_path) as processes:
         proc = processes.start(
-            train_command(killed, *_TINY, "--config.num_train_steps=1000"), os.environ, "killed"
+            train_command(killed, *flags, "--config.checkpoint_every_steps=1000"),
+            os.environ,
+            "killed",
         )
-        wait_for_step(
-            killed, 3, processes, [proc]
-        )  # the step-2 save finishes before step 3 is logged
+        wait_for_step(killed, 1, processes, [proc])
+        _wait_for_checkpoint(killed, 1, processes, proc)
         proc.kill()
         proc.wait()
-    # ...and resumed reaches exactly the uninterrupted run's parameters.
-    resumed = jax.device_get(_final_state(killed, 6))
-    for field in ("g_params", "d_params", "ema_params", "g_opt_state"):
-        jax.tree.map(
-            np.testing.assert_array_equal, getattr(resumed, field), getattr(reference, field)
-        )
+    manager = checkpoint.make_manager(str(killed), read_only=True)
+    assert manager.all_steps() == [1]  # pinned: 0 < 1 < _FINAL
+    manager.close()
+    killed_lines = len(logged_steps(killed))
+    assert killed_lines >= 1
+    # ...resumes from step 1 (not from 0: a restore that did nothing would start the state at
+    # step 0) and reaches exactly the uninterrupted run's state, every leaf of it.
+    caplog.set_level(logging.INFO, logger="absl")
+    resumed = jax.device_get(_final_state(killed, _FINAL))
+    assert "resuming from the checkpoint at step 1 of 6" in caplog.text
+    assert logged_steps(killed)[killed_lines:] == list(range(2, _FINAL + 1))
+    assert int(resumed.step) == _FINAL and int(resumed.skips) == 0
+    _assert_states_equal(resumed, reference)
     loaded = export.load(killed / "export")
     jax.tree.map(np.testing.assert_array_equal, loaded.params, reference.ema_params)
-    assert loaded.metadata["step"] == 6
+    assert loaded.metadata["step"] == _FINAL
     # The export CLI rebuilds the same export from the latest checkpoint.
     out = tmp_path / "cli_export"
     assert export_checkpoint.main(["--workdir", str(killed), "--out", str(out)]) == 0
@@ -183,14 +222,16 @@ def test_sigkill_resume_is_bit_identical_and_export_loads(tmp_path):
     assert sample.shape == (1, 32, 32, 3)
 
 
-def test_sigterm_saves_and_exits_zero(tmp_path):
+@pytest.mark.slow
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "SIGINT"])
+def test_preemption_signal_saves_and_exits_zero(tmp_path, sig):
     flags = (*_TINY, "--config.num_train_steps=1000", "--config.checkpoint_every_steps=1000")
     with Processes(tmp_path) as processes:
         proc = processes.start(train_command(tmp_path, *flags), os.environ, "train")
         # Orbax always saves the first step; wait until step 2 is logged so that a checkpoint
         # past step 1 can only come from the preemption's save.
         wait_for_step(tmp_path, 2, processes, [proc])
-        proc.send_signal(signal.SIGTERM)
+        proc.send_signal(sig)
         assert processes.wait([proc], 300) == [0], processes.tails([proc])
         assert "stops after step" in processes.output(proc)
     steps = checkpoint.make_manager(str(tmp_path), read_only=True).all_steps()

@@ -99,10 +99,10 @@ class Processes:
     def output(self, proc) -> str:
         return self.logs[self.procs.index(proc)].read_text(errors="replace")
 
-    def tails(self, n: int = 3000) -> str:
-        return "\n".join(
-            f"--- {log.name}:\n{log.read_text(errors='replace')[-n:]}" for log in self.logs
-        )
+    def tails(self, procs=None, n: int = 3000) -> str:
+        """The last ``n`` characters of the logs of ``procs`` (default: all)."""
+        logs = self.logs if procs is None else [self.logs[self.procs.index(p)] for p in procs]
+        return "\n".join(f"--- {log.name}:\n{log.read_text(errors='replace')[-n:]}" for log in logs)
 
     def wait(self, procs, timeout: float) -> list[int]:
         """Exit codes; a process still running after ``timeout`` s fails the test (killed)."""
