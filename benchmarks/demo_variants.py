@@ -37,7 +37,7 @@ import time  # noqa: E402
 import numpy as np  # noqa: E402
 from PIL import Image  # noqa: E402
 
-from jpeg_jax import demo, export  # noqa: E402
+from jpeg_jax import demo, export, fileio  # noqa: E402
 from jpeg_jax.datasets import embedded  # noqa: E402
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -287,7 +287,7 @@ def main() -> None:
         entry["eval"] = evaluate(name)
         results[name] = entry
         os.makedirs(os.path.dirname(RESULTS), exist_ok=True)
-        demo.write_atomically(RESULTS, json.dumps(results, indent=2, sort_keys=True))
+        fileio.write_file(RESULTS, json.dumps(results, indent=2, sort_keys=True))
         print_table(results, [name])
     print_table(results, args.variants)
 

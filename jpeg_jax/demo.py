@@ -25,7 +25,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jpeg_jax import image_stats, input_pipeline, jpeg, metrics, sampling
+from jpeg_jax import fileio, image_stats, input_pipeline, jpeg, metrics, sampling
 from jpeg_jax.datasets import embedded
 
 NUM_SAMPLES = 16
@@ -169,7 +169,7 @@ def zoom_figure(
     buffer = io.BytesIO()
     fig.savefig(buffer, format="png", dpi=100, bbox_inches="tight")
     plt.close(fig)
-    write_atomically(path, buffer.getvalue())
+    fileio.write_file(path, buffer.getvalue())
     return path
 
 
@@ -206,17 +206,12 @@ def demo_report(generator, params, workdir: str, *, quality: int, seed: int = 0)
     visualize.uncertainty_figure(
         metrics.pixel_std(_crop(samples, FIGURE_CROP)), os.path.join(workdir, "demo_std.png")
     )
-    write_atomically(os.path.join(workdir, "demo_metrics.json"), json.dumps(report, indent=2))
+    fileio.write_file(os.path.join(workdir, "demo_metrics.json"), json.dumps(report, indent=2))
     return report
 
 
-def write_atomically(path: str, data: bytes | str) -> None:
-    """Write a file through a temporary file and a rename: never half-written."""
-    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-    tmp = f"{path}.tmp{os.getpid()}"
-    with open(tmp, "wb") as f:
-        f.write(data.encode() if isinstance(data, str) else data)
-    os.replace(tmp, path)
+# The package's one atomic file write, under the name demo_table.py calls it by.
+write_atomically = fileio.write_file
 
 
 def format_report(report: dict) -> str:
