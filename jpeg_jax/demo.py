@@ -15,7 +15,6 @@ original (:mod:`jpeg_jax.image_stats`).
 
 from __future__ import annotations
 
-import functools
 import io
 import json
 import os
@@ -32,15 +31,6 @@ NUM_SAMPLES = 16
 FIGURE_CROP = ((20, 220), (140, 340))  # rows, columns of the astronaut's face (full resolution)
 ZOOM = ((60, 110), (40, 90))  # rows, columns inside FIGURE_CROP shown 4x: eye, cheek, hair
 ZOOM_FACTOR = 4
-
-
-@functools.cache
-def jitted_apply(generator):
-    """``jit(apply)(params, y, qtables, key)`` for one generator module, compiled once per shape.
-
-    Params and inputs are arguments, not closed-over constants that XLA would try to fold.
-    """
-    return jax.jit(lambda p, y, q, k: generator.apply({"params": p}, y, q, rngs={"noise": k}))
 
 
 def encode_photo(x: np.ndarray, quality: int) -> jpeg.JpegImage:
