@@ -33,7 +33,7 @@ import re
 import statistics
 import tempfile
 
-from jpeg_jax import input_pipeline
+from jpeg_jax import jpeg
 from jpeg_jax.datasets import embedded
 from jpeg_jax.explore import headless
 
@@ -62,7 +62,7 @@ def bench(args, folder: str) -> dict:
     for i in range(args.repeats + 1):  # distinct names: each pick is a new file for the page
         files.append(os.path.join(folder, f"astronaut_{i}.jpg"))
         with open(files[-1], "wb") as f:
-            f.write(input_pipeline.encode_jpeg(photo, 10))
+            f.write(jpeg.pillow_encode(photo, quality=10))
     size = photo.shape[:2]
     process, url = headless.start_server(os.path.abspath(args.checkpoint), cwd=folder)
     out = {"first_sample_ms": [], "redraw_ms": [], "redraw_model_s": []}

@@ -31,7 +31,7 @@ import os  # noqa: E402
 import jax  # noqa: E402
 import numpy as np  # noqa: E402
 
-from jpeg_jax import export, input_pipeline, jpeg, metrics, sampling  # noqa: E402
+from jpeg_jax import export, jpeg, metrics, sampling  # noqa: E402
 from jpeg_jax.datasets import embedded  # noqa: E402
 
 RESULTS = os.path.join(
@@ -65,7 +65,7 @@ def main() -> None:
     model = export.load(args.checkpoint)
     name = embedded.HELD_OUT[0]
     original = embedded.load_photo(name)
-    image = jpeg.read_jpeg(input_pipeline.encode_jpeg(original, args.quality))
+    image = jpeg.read_jpeg(jpeg.pillow_encode(original, quality=args.quality))
     x = original / 255.0
     rows = [measure(model, image, x, t, args.num_samples) for t in args.temperatures]
     record = {

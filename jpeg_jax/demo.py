@@ -24,7 +24,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jpeg_jax import fileio, image_stats, input_pipeline, jpeg, metrics, sampling
+from jpeg_jax import fileio, image_stats, jpeg, metrics, sampling
 from jpeg_jax.datasets import embedded
 
 NUM_SAMPLES = 16
@@ -35,7 +35,7 @@ ZOOM_FACTOR = 4
 
 def encode_photo(x: np.ndarray, quality: int) -> jpeg.JpegImage:
     """The JPEG file (4:2:0, Pillow/libjpeg) of a uint8 ``(H, W, 3)`` photo, read back."""
-    return jpeg.read_jpeg(input_pipeline.encode_jpeg(x, quality))
+    return jpeg.read_jpeg(jpeg.pillow_encode(x, quality=quality))
 
 
 def image_metrics(images: np.ndarray, x: np.ndarray, image: jpeg.JpegImage) -> dict[str, float]:
