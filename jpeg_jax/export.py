@@ -18,11 +18,10 @@ from typing import Any
 
 import flax.serialization
 import jax
-import jax.numpy as jnp
 import numpy as np
 
 from jpeg_jax import fileio
-from jpeg_jax.models import Generator
+from jpeg_jax.models import Generator, resolve_dtypes
 
 FORMAT_VERSION = 1
 _CONFIG_FILE = "model.json"
@@ -43,21 +42,9 @@ class Exported:
 
     def build(self, **overrides) -> Generator:
         """The ``Generator`` module (attributes from the export, ``overrides`` on top)."""
-        kwargs = dict(self.generator)
+        kwargs = resolve_dtypes(self.generator)
         kwargs.update(overrides)
-        for key in ("dtype", "param_dtype"):
-            if isinstance(kwargs.get(key), str):
-                kwargs[key] = jnp.dtype(kwargs[key])
         return Generator(**kwargs)
-
-
-def _jsonable(kwargs: dict[str, Any]) -> dict[str, Any]:
-    out = {}
-    for key, value in kwargs.items():
-        if key in ("dtype", "param_dtype"):
-            value = jnp.dtype(value).name
-        out[key] = value
-    return out
 
 
 def save(
@@ -84,7 +71,7 @@ def save(
     host_params = jax.tree.map(lambda a: np.asarray(jax.device_get(a)), params)
     config = {
         "format_version": FORMAT_VERSION,
-        "generator": _jsonable(generator),
+        "generator": resolve_dtypes(generator, names=True),
         "metadata": metadata or {},
     }
     with fileio.atomic_directory(path, overwrite=overwrite) as tmp:

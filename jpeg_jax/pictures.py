@@ -40,13 +40,34 @@ def to_picture(image, orientation: int, gray: bool) -> Image.Image:
     return picture
 
 
+def rooted_level(value, root: int = 4, *, upper: float | None = None) -> np.ndarray:
+    """The displayed level of a non-negative map: ``clip(mean_rgb(value), 0, upper) ** (1/root)``.
+
+    The one root display of the package: the decoder's and explorer's uncertainty maps
+    (:func:`std_level`) and the figures' colour-bar maps (:mod:`jpeg_jax.visualize`). A root
+    shows small differences (the appendix's Figures 6, 8 and 9).
+
+    Args:
+      value: ``(H, W)`` or ``(H, W, C)`` (averaged over C), any units.
+      root: 4 for a std or an absolute difference, 8 for a variance.
+      upper: clip above (None: no upper clip).
+
+    Returns:
+      ``(H, W)`` float64 levels.
+    """
+    value = np.asarray(value, np.float64)
+    if value.ndim == 3:
+        value = value.mean(axis=-1)
+    return np.clip(value, 0.0, upper) ** (1.0 / root)
+
+
 def std_level(std) -> np.ndarray:
     """Per-pixel std ``(H, W, 3)`` in [0, 1] -> the displayed level ``mean_rgb(std) ** (1/4)``.
 
     In [0, 1]: 0 where all samples agree; 64/255 is a spread of about one grey level of 255,
     128/255 about 16, 1 the whole range (the fourth root shows small differences).
     """
-    return np.clip(np.asarray(std, np.float64).mean(axis=-1), 0.0, 1.0) ** 0.25
+    return rooted_level(std, 4, upper=1.0)
 
 
 def std_picture(std, orientation: int) -> Image.Image:

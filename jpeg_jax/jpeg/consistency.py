@@ -49,7 +49,7 @@ def _fold(plane: jax.Array, size: tuple[int, int]) -> jax.Array:
 def _project_once(images, coefficients, qtables, subsampling, margin):
     size = images.shape[-3:-1]
     c = codec.quantized_dct(images, qtables, subsampling=subsampling, exact=False)
-    q_luma, q_chroma = codec._qtables(qtables, 8)
+    q_luma, q_chroma = codec.block_qtables(qtables, 8)
     y, cb, cr = color.rgb_to_ycbcr(images * 255.0)
     y = y + _fold(_pixel_shift(_correction(c.y, coefficients.y, margin), q_luma), size)
     factors = codec.SUBSAMPLING[subsampling]
