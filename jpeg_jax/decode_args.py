@@ -72,12 +72,7 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="OUTDIR",
         help="folder for the restored images (created if needed)",
     )
-    p.add_argument(
-        "--checkpoint",
-        required=True,
-        metavar="EXPORT",
-        help="the trained model: a folder written by `python -m jpeg_jax.export_checkpoint`",
-    )
+    add_checkpoint_option(p)
     p.add_argument(
         "-n",
         "--num-samples",
@@ -176,6 +171,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--force", action="store_true", help="overwrite existing outputs")
     add_limit_and_debug_options(p, max_megapixels=100.0, when=" before reading them")
     return p
+
+
+def add_checkpoint_option(p: argparse.ArgumentParser) -> None:
+    """``--checkpoint EXPORT`` (required), as the decoder and the explorer take it."""
+    p.add_argument(
+        "--checkpoint",
+        required=True,
+        metavar="EXPORT",
+        help="the trained model: a folder written by `python -m jpeg_jax.export_checkpoint`",
+    )
 
 
 def add_limit_and_debug_options(
