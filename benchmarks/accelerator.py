@@ -42,7 +42,6 @@ import datetime  # noqa: E402
 import functools  # noqa: E402
 import gc  # noqa: E402
 import io  # noqa: E402
-import json  # noqa: E402
 import re  # noqa: E402
 import time  # noqa: E402
 
@@ -51,6 +50,7 @@ import jax.numpy as jnp  # noqa: E402
 import numpy as np  # noqa: E402
 from PIL import Image  # noqa: E402
 
+from benchmarks import bench_utils  # noqa: E402
 from configs import ffhq  # noqa: E402
 from jpeg_jax import export, jpeg, platform, sampling, train_state, train_step  # noqa: E402
 
@@ -364,10 +364,8 @@ def main(argv=None) -> dict:
     results["elapsed_s"] = time.perf_counter() - start
     results["table"] = report(results)
     print(results["table"])
-    os.makedirs(os.path.dirname(os.path.abspath(out)), exist_ok=True)
-    with open(out, "w") as f:
-        json.dump(results, f, indent=2, default=str)
-    print(f"wrote {out} ({results['elapsed_s']:.0f} s)")
+    bench_utils.write_json(out, results, default=str)
+    print(f"({results['elapsed_s']:.0f} s)")
     return results
 
 

@@ -24,8 +24,8 @@ if __name__ == "__main__":
 configure_xla()
 
 import argparse  # noqa: E402
-import json  # noqa: E402
 import os  # noqa: E402
+import sys  # noqa: E402
 import time  # noqa: E402
 from functools import partial  # noqa: E402
 
@@ -33,6 +33,9 @@ import jax  # noqa: E402
 import numpy as np  # noqa: E402
 
 from jpeg_jax.models import ops  # noqa: E402
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # benchmarks.*
+from benchmarks import bench_utils  # noqa: E402
 
 SHAPES = (  # (batch, side, in channels, out channels)
     (4, 64, 65, 32),
@@ -114,10 +117,7 @@ def main() -> None:
         "unit": "GFLOP/s (2 x multiply-adds / median time)",
         "rows": rows,
     }
-    os.makedirs(os.path.dirname(args.out), exist_ok=True)
-    with open(args.out + ".tmp", "w") as f:
-        json.dump(result, f, indent=2)
-    os.replace(args.out + ".tmp", args.out)
+    bench_utils.write_json(args.out, result)
 
 
 if __name__ == "__main__":

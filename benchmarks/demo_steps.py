@@ -26,7 +26,6 @@ configure_xla()
 
 import argparse  # noqa: E402
 import datetime  # noqa: E402
-import json  # noqa: E402
 import os  # noqa: E402
 import sys  # noqa: E402
 import time  # noqa: E402
@@ -37,6 +36,7 @@ import numpy as np  # noqa: E402
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
+from benchmarks import bench_utils  # noqa: E402
 from configs import demo as demo_config  # noqa: E402
 from jpeg_jax import jpeg, train_state, train_step  # noqa: E402
 
@@ -110,10 +110,9 @@ def main() -> None:
             walls.append((time.perf_counter() - w0) / args.repeats)
             cpus.append((time.process_time() - c0) / args.repeats)
             run[1] = state
-    with open("/proc/loadavg") as f:
-        load = f.read().split()[:3]
+    load = bench_utils.load_average()
     rows = []
-    print(f"load average {' '.join(load)}")
+    print(f"load average {' '.join(f'{v:.2f}' for v in load)}")
     print("| feat/blocks/grow | batch x patch² | kind | ms/step | ms per 1000 px | CPU s/step |")
     print("|---|---|---|---:|---:|---:|")
     for (case, kind), (_, _, _, _, walls, cpus) in runs.items():
@@ -144,9 +143,7 @@ def main() -> None:
         "rounds": args.rounds,
         "rows": rows,
     }
-    os.makedirs(os.path.dirname(RESULTS), exist_ok=True)
-    with open(RESULTS, "w") as f:
-        json.dump(out, f, indent=2)
+    bench_utils.write_json(RESULTS, out)
 
 
 if __name__ == "__main__":

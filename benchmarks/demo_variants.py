@@ -40,6 +40,9 @@ from PIL import Image  # noqa: E402
 from jpeg_jax import demo, export  # noqa: E402
 from jpeg_jax.datasets import embedded  # noqa: E402
 
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # benchmarks.*
+from benchmarks import bench_utils  # noqa: E402
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 RESULTS = os.path.join(ROOT, "benchmarks", "results", "demo_variants.json")
 RUNS = os.path.join(ROOT, "runs", "demo_variants")
@@ -159,11 +162,6 @@ def load_photo(name: str) -> np.ndarray:
 PHOTOS = ("astronaut", "grace_hopper", "camera", "coins")
 
 
-def load_average() -> list[float]:
-    with open("/proc/loadavg") as f:
-        return [float(v) for v in f.read().split()[:3]]
-
-
 def _time_field(text: str, label: str) -> str:
     match = re.search(rf"{re.escape(label)}: (.+)", text)
     return match.group(1).strip() if match else ""
@@ -187,7 +185,7 @@ def train(name: str, overrides: list[str], timeout: int) -> dict:
         "--config.demo_figure=False",
         *overrides,
     ]
-    load_before = load_average()
+    load_before = bench_utils.load_average()
     start = time.time()
     proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=timeout)
     if proc.returncode != 0:
@@ -202,7 +200,7 @@ def train(name: str, overrides: list[str], timeout: int) -> dict:
         "cpu_s": cpu,
         "max_rss_mib": int(_time_field(err, "Maximum resident set size (kbytes)")) / 1024,
         "load_before": load_before,
-        "load_after": load_average(),
+        "load_after": bench_utils.load_average(),
         "finished_utc": datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d %H:%M"),
         "measured_wall_s": time.time() - start,
     }
@@ -286,8 +284,7 @@ def main() -> None:
             entry["train"] = train(name, overrides, args.timeout)
         entry["eval"] = evaluate(name)
         results[name] = entry
-        os.makedirs(os.path.dirname(RESULTS), exist_ok=True)
-        demo.write_atomically(RESULTS, json.dumps(results, indent=2, sort_keys=True))
+        bench_utils.write_json(RESULTS, results, sort_keys=True)
         print_table(results, [name])
     print_table(results, args.variants)
 

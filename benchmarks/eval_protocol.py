@@ -80,6 +80,9 @@ from jpeg_jax.datasets import embedded  # noqa: E402
 from jpeg_jax.models import Generator, inception  # noqa: E402
 from jpeg_jax.models.convert_inception import save_variables  # noqa: E402
 
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # benchmarks.*
+from benchmarks import bench_utils  # noqa: E402
+
 DEMO_GENERATOR = {"num_feat": 32, "num_block": 2, "num_grow_ch": 16, "noise": True, "film": False}
 
 
@@ -277,7 +280,7 @@ def main() -> None:
     record = run(args)
     record.update(
         date=datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
-        machine=_machine(),
+        machine=bench_utils.machine(),
         load=os.getloadavg(),
         backend=jax.default_backend(),
         code=os.path.abspath(args.code) if args.code else "this checkout",
@@ -302,19 +305,7 @@ def _merge(path: str, label: str, record: dict) -> None:
         with open(path) as f:
             results = json.load(f)
     results[label] = record
-    os.makedirs(os.path.dirname(path), exist_ok=True)
-    with open(path, "w") as f:
-        json.dump(results, f, indent=2, default=float)
-    print(f"wrote {path}")
-
-
-def _machine() -> str:
-    try:
-        with open("/proc/cpuinfo") as f:
-            names = [line.split(":", 1)[1].strip() for line in f if line.startswith("model name")]
-        return f"{names[0]}, {os.cpu_count()} cores visible"
-    except (OSError, IndexError):
-        return "unknown"
+    bench_utils.write_json(path, results, default=float)
 
 
 if __name__ == "__main__":

@@ -27,15 +27,18 @@ from __future__ import annotations
 
 import argparse
 import datetime
-import json
 import os
 import re
 import statistics
+import sys
 import tempfile
 
-from jpeg_jax import input_pipeline
+from jpeg_jax import jpeg
 from jpeg_jax.datasets import embedded
 from jpeg_jax.explore import headless
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # benchmarks.*
+from benchmarks import bench_utils  # noqa: E402
 
 RESULTS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "results", "explore.json")
 TIMEOUT_MS = 600_000
@@ -62,7 +65,7 @@ def bench(args, folder: str) -> dict:
     for i in range(args.repeats + 1):  # distinct names: each pick is a new file for the page
         files.append(os.path.join(folder, f"astronaut_{i}.jpg"))
         with open(files[-1], "wb") as f:
-            f.write(input_pipeline.encode_jpeg(photo, 10))
+            f.write(jpeg.pillow_encode(photo, quality=10))
     size = photo.shape[:2]
     process, url = headless.start_server(os.path.abspath(args.checkpoint), cwd=folder)
     out = {"first_sample_ms": [], "redraw_ms": [], "redraw_model_s": []}
@@ -134,10 +137,7 @@ def main() -> None:
         print(f"| {name} | {s[key + '_cold_s']:.2f} | {s[key + '_warm_median_s']:.2f} "
               f"| {s[key + '_warm_min_s']:.2f} |")  # fmt: skip
     print(f"re-draw model work (warm median): {summary['redraw_model_warm_median_s']:.2f} s")
-    os.makedirs(os.path.dirname(args.out), exist_ok=True)
-    with open(args.out, "w") as f:
-        json.dump(record, f, indent=2)
-    print(f"wrote {args.out}")
+    bench_utils.write_json(args.out, record)
 
 
 if __name__ == "__main__":

@@ -25,14 +25,17 @@ configure_xla()
 
 import argparse  # noqa: E402
 import datetime  # noqa: E402
-import json  # noqa: E402
 import os  # noqa: E402
+import sys  # noqa: E402
 
 import jax  # noqa: E402
 import numpy as np  # noqa: E402
 
-from jpeg_jax import export, input_pipeline, jpeg, metrics, sampling  # noqa: E402
+from jpeg_jax import export, jpeg, metrics, sampling  # noqa: E402
 from jpeg_jax.datasets import embedded  # noqa: E402
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # benchmarks.*
+from benchmarks import bench_utils  # noqa: E402
 
 RESULTS = os.path.join(
     os.path.dirname(os.path.abspath(__file__)), "results", "explore_temperature.json"
@@ -65,7 +68,7 @@ def main() -> None:
     model = export.load(args.checkpoint)
     name = embedded.HELD_OUT[0]
     original = embedded.load_photo(name)
-    image = jpeg.read_jpeg(input_pipeline.encode_jpeg(original, args.quality))
+    image = jpeg.read_jpeg(jpeg.pillow_encode(original, quality=args.quality))
     x = original / 255.0
     rows = [measure(model, image, x, t, args.num_samples) for t in args.temperatures]
     record = {
@@ -90,10 +93,7 @@ def main() -> None:
             f"| {r['temperature']:g} | {r['mean_pixel_std']:.3f} | {r['psnr_sample']:.2f} "
             f"| {r['psnr_mean']:.2f} | {r['consistency_rmse_sample']:.2f} |"
         )
-    os.makedirs(os.path.dirname(args.out), exist_ok=True)
-    with open(args.out, "w") as f:
-        json.dump(record, f, indent=2)
-    print(f"wrote {args.out}")
+    bench_utils.write_json(args.out, record)
 
 
 if __name__ == "__main__":

@@ -23,10 +23,9 @@ from jpeg_jax.platform import configure_xla
 configure_xla()
 
 import argparse  # noqa: E402
-import json  # noqa: E402
 import os  # noqa: E402
 import pathlib  # noqa: E402
-import platform  # noqa: E402
+import sys  # noqa: E402
 import tempfile  # noqa: E402
 import time  # noqa: E402
 
@@ -37,6 +36,9 @@ from PIL import Image  # noqa: E402
 from jpeg_jax import input_pipeline  # noqa: E402
 from jpeg_jax.datasets import embedded, transforms  # noqa: E402
 from jpeg_jax.platform import hide_accelerators_from_tensorflow  # noqa: E402
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # benchmarks.*
+from benchmarks import bench_utils  # noqa: E402
 
 PATCH, BATCH = 128, 64
 
@@ -137,7 +139,7 @@ def main() -> None:
                 )
     info = {
         "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
-        "machine": platform.processor() or platform.machine(),
+        "machine": bench_utils.machine(),
         "cpus": os.cpu_count(),
         "loadavg_1min": os.getloadavg()[0],
         "tensorflow": tf.__version__,
@@ -145,10 +147,8 @@ def main() -> None:
         "patch": PATCH,
         "rows": rows,
     }
-    os.makedirs(os.path.dirname(args.out), exist_ok=True)
-    with open(args.out, "w") as f:
-        json.dump(info, f, indent=2)
-    print(f"wrote {args.out}; load average {info['loadavg_1min']:.1f} on {info['cpus']} CPUs")
+    bench_utils.write_json(args.out, info)
+    print(f"load average {info['loadavg_1min']:.1f} on {info['cpus']} CPUs")
 
 
 if __name__ == "__main__":

@@ -31,11 +31,11 @@ configure_xla()
 import argparse  # noqa: E402
 import importlib.util  # noqa: E402
 import io  # noqa: E402
-import json  # noqa: E402
 import os  # noqa: E402
 import pathlib  # noqa: E402
 import platform  # noqa: E402
 import statistics  # noqa: E402
+import sys  # noqa: E402
 import time  # noqa: E402
 from collections.abc import Callable  # noqa: E402
 
@@ -47,6 +47,9 @@ from PIL import Image  # noqa: E402
 
 from jpeg_jax import jpeg  # noqa: E402
 from jpeg_jax.jpeg import chroma, dct  # noqa: E402
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # benchmarks.*
+from benchmarks import bench_utils  # noqa: E402
 
 PHOTOS = ("astronaut", "coffee", "chelsea", "rocket")
 THREADS = 2
@@ -74,15 +77,9 @@ def time_rounds(cases: dict[str, Callable[[], object]], *, rounds: int, repeats:
     case sees the same background load. CPU time (all threads of this process) is less
     sensitive to other processes than wall time, though spinning threads count in it.
     """
-    wall = {name: [] for name in cases}
-    cpu = {name: [] for name in cases}
-    for _ in range(rounds):
-        for name, fn in cases.items():
-            for _ in range(repeats):
-                start, start_cpu = time.perf_counter(), time.process_time()
-                fn()
-                wall[name].append(time.perf_counter() - start)
-                cpu[name].append(time.process_time() - start_cpu)
+    times = bench_utils.timed_rounds(cases, rounds=rounds, repeats=repeats)
+    wall = {name: t["wall"] for name, t in times.items()}
+    cpu = {name: t["cpu"] for name, t in times.items()}
     return {
         name: {
             "median_s": statistics.median(wall[name]),
@@ -367,7 +364,7 @@ def report(args, rows, ratios, breakdown, notes, megapixels, load_before) -> Non
     result = {
         "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
         "machine": platform.machine(),
-        "cpu": _cpu_model(),
+        "cpu": bench_utils.cpu_model(),
         "cpus": os.cpu_count(),
         "loadavg_1min": {"before": load_before[0], "after": load_after[0]},
         "jax": jax.__version__,
@@ -383,16 +380,8 @@ def report(args, rows, ratios, breakdown, notes, megapixels, load_before) -> Non
         "breakdown_s": {name: t["median_s"] for name, t in breakdown.items()},
         "notes": notes,
     }
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(result, indent=2) + "\n")
-    print(f"\nwrote {args.out}")
-
-
-def _cpu_model() -> str:
-    cpuinfo = pathlib.Path("/proc/cpuinfo")
-    lines = cpuinfo.read_text().splitlines() if cpuinfo.exists() else []
-    models = [line.split(":", 1)[1].strip() for line in lines if line.startswith("model name")]
-    return models[0] if models else platform.processor()
+    print()
+    bench_utils.write_json(args.out, result)
 
 
 if __name__ == "__main__":

@@ -30,10 +30,9 @@ if __name__ == "__main__":
 configure_xla()
 
 import argparse  # noqa: E402
-import json  # noqa: E402
 import multiprocessing  # noqa: E402
 import os  # noqa: E402
-import platform  # noqa: E402
+import sys  # noqa: E402
 import time  # noqa: E402
 from functools import partial  # noqa: E402
 
@@ -45,6 +44,9 @@ import optax  # noqa: E402
 from jpeg_jax.models import Critic, Generator, ops  # noqa: E402
 from jpeg_jax.models.generator import RRDB  # noqa: E402
 from jpeg_jax.platform import resolve_generator  # noqa: E402
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # benchmarks.*
+from benchmarks import bench_utils  # noqa: E402
 
 SIZE = 128
 GIB = 2.0**30
@@ -60,22 +62,6 @@ def generator_gflop(
     hi = (nf + noise) * nf * 9 + nf * nf * 9 + nf * 3 * 9  # conv_up1, conv_hr, conv_last
     macs = lo * (12 * nf * 9 + nb * 3 * rdb + nf * nf * 9) + h * w * hi
     return 2 * macs / 1e9
-
-
-def _timed_rounds(fns: dict, iters: int) -> dict:
-    """Times every callable ``iters`` times, interleaved round by round (after one warm-up
-    round), so that load changes on the shared machine hit all of them alike; the order rotates
-    by one each round, so none always runs right after the same other one. A callable returns
-    None (timed here) or its own seconds (a worker process). Returns every time, by name."""
-    names = list(fns)
-    times = {name: [] for name in fns}
-    for r in range(iters + 1):
-        for name in names[r % len(names) :] + names[: r % len(names)]:
-            t0 = time.perf_counter()
-            sec = fns[name]()
-            if r:
-                times[name].append(time.perf_counter() - t0 if sec is None else sec)
-    return times
 
 
 def _worker(conn, impl: str, case: str, size: int) -> None:
@@ -170,7 +156,7 @@ def _batch(case: str) -> int:
     return int(case.split("_b")[1])
 
 
-def _torch_noisy_rrdbnet(torch, nf: int = 64, nb: int = 23, gc: int = 32):
+def torch_noisy_rrdbnet(torch, nf: int = 64, nb: int = 23, gc: int = 32):
     """BasicSR's RRDBNet (x2 unshuffle, one upsampling) with our noise channels, in PyTorch."""
     nn, F = torch.nn, torch.nn.functional
 
@@ -228,7 +214,7 @@ def prepare_torch(case: str):
         return None
     torch.set_num_threads(2)
     torch.manual_seed(0)
-    net = _torch_noisy_rrdbnet(torch)
+    net = torch_noisy_rrdbnet(torch)
     y = torch.rand(_batch(case), 3, SIZE, SIZE)
     if case.startswith("fwdbwd"):
 
@@ -372,7 +358,7 @@ def main() -> None:
     results = {
         "size": SIZE,
         "gflop_fwd": gflop,
-        "machine": platform.processor() or platform.machine(),
+        "machine": bench_utils.machine(),
         "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
         "loadavg_start": os.getloadavg()[0],
     }
@@ -395,7 +381,8 @@ def main() -> None:
             fns, compile_s = workers.fns, workers.compile_s
         for impl, sec in compile_s.items():
             print(f"  compiled {impl} {case}: {sec:.1f} s")
-        for impl, secs in _timed_rounds(fns, args.iters).items():
+        timed = bench_utils.timed_rounds(fns, rounds=args.iters, warmup=True, rotate=True)
+        for impl, secs in ((name, t["wall"]) for name, t in timed.items()):
             per_img = [sec / _batch(case) for sec in secs]
             entry = {"s_per_img": float(np.median(per_img)), "rounds_s_per_img": per_img}
             if impl in compile_s:
@@ -406,7 +393,7 @@ def main() -> None:
         if workers is not None:
             workers.close()
         fns.clear()
-        _save(results, args.out)
+        bench_utils.write_json(args.out, results)
     print(f"{'impl':<16}{'case':<11}{'s/img':>8}{'GFLOP/s':>9}{'vs torch':>9}{'compile s':>10}")
     for impl, r in results.items():
         if not (impl == "torch" or impl.startswith("jax_")):
@@ -429,13 +416,7 @@ def main() -> None:
                 f"G+D step b32 {variant} (GiB, s): "
                 + ", ".join(f"{k}={v:.2f}" for k, v in m.items())
             )
-    _save(results, args.out)
-
-
-def _save(results: dict, path: str) -> None:
-    os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
-    with open(path, "w") as f:
-        json.dump(results, f, indent=2)
+    bench_utils.write_json(args.out, results)
 
 
 if __name__ == "__main__":

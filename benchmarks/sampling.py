@@ -27,16 +27,17 @@ configure_xla()
 
 import argparse  # noqa: E402
 import datetime  # noqa: E402
-import json  # noqa: E402
 import os  # noqa: E402
-import platform  # noqa: E402
-import time  # noqa: E402
+import sys  # noqa: E402
 
 import jax  # noqa: E402
 import numpy as np  # noqa: E402
 
 from jpeg_jax import sampling  # noqa: E402
 from jpeg_jax.models import Generator  # noqa: E402
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # benchmarks.*
+from benchmarks import bench_utils  # noqa: E402
 
 RESULTS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "results", "sampling.json")
 CLI_TILE, CLI_OVERLAP = 1024, 64
@@ -60,16 +61,8 @@ def compare(runs: dict, repeats: int) -> dict:
     load changes during the benchmark hit every variant alike, and the minimum is the least
     disturbed time. Process CPU time is reported beside wall time for the same reason.
     """
-    for run in runs.values():
-        run()  # compiles
-    best = {name: (np.inf, np.inf) for name in runs}
-    for _ in range(repeats):
-        for name, run in runs.items():
-            w0, c0 = time.perf_counter(), time.process_time()
-            run()
-            wall, cpu = time.perf_counter() - w0, time.process_time() - c0
-            best[name] = (min(best[name][0], wall), min(best[name][1], cpu))
-    return best
+    times = bench_utils.timed_rounds(runs, rounds=repeats, warmup=True)
+    return {name: (min(t["wall"]), min(t["cpu"])) for name, t in times.items()}
 
 
 def restorer(model, params, pixels, num: int = 1, **kwargs):
@@ -120,15 +113,6 @@ def bench(args) -> dict:
     return out
 
 
-def _machine() -> str:
-    try:
-        with open("/proc/cpuinfo") as f:
-            names = [line.split(":", 1)[1].strip() for line in f if line.startswith("model name")]
-        return f"{names[0]}, {os.cpu_count()} cores visible" if names else platform.processor()
-    except OSError:
-        return platform.processor()
-
-
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--size", type=int, default=240, help="image side (untiled vs tiled)")
@@ -142,7 +126,7 @@ def main() -> None:
     config = {k: getattr(args, k) for k in ("size", "tile", "overlap", "batch", "repeats")}
     record = {
         "date": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
-        "machine": _machine(),
+        "machine": bench_utils.machine(),
         "backend": jax.default_backend(),
         "jax": jax.__version__,
         "glibc_tunables": os.environ.get("GLIBC_TUNABLES", ""),
@@ -165,10 +149,7 @@ def main() -> None:
     for name, key in rows:
         print(f"| {name} | {w[key]:.3g} | {c[key]:.3g} |")
     print(f"| geometric overhead (extra pixels) % | {results['geometric_overhead_pct']:.3g} | |")
-    os.makedirs(os.path.dirname(args.out), exist_ok=True)
-    with open(args.out, "w") as f:
-        json.dump(record, f, indent=2)
-    print(f"wrote {args.out}")
+    bench_utils.write_json(args.out, record)
 
 
 if __name__ == "__main__":

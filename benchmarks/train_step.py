@@ -39,12 +39,12 @@ import ctypes  # noqa: E402
 import datetime  # noqa: E402
 import json  # noqa: E402
 import resource  # noqa: E402
-import subprocess  # noqa: E402
 import time  # noqa: E402
 
 import jax  # noqa: E402
 import numpy as np  # noqa: E402
 
+from benchmarks import bench_utils  # noqa: E402
 from configs import ffhq  # noqa: E402
 from jpeg_jax import jpeg, train_state, train_step  # noqa: E402
 
@@ -173,11 +173,11 @@ class TorchStep:
     """The same GAN step in PyTorch (generator: benchmarks/models.py's noisy RRDBNet)."""
 
     def __init__(self, torch, config, batch: dict):
-        from benchmarks.models import _torch_noisy_rrdbnet
+        from benchmarks.models import torch_noisy_rrdbnet
 
         g = config.model.generator
         self.torch, self.config = torch, config
-        self.gen = _torch_noisy_rrdbnet(torch, g.num_feat, g.num_block, g.num_grow_ch)
+        self.gen = torch_noisy_rrdbnet(torch, g.num_feat, g.num_block, g.num_grow_ch)
         self.critic = torch_critic(torch, tuple(config.model.critic.widths))
         self.ema = [p.detach().clone() for p in self.gen.parameters()]
         o = config.optim
@@ -265,15 +265,6 @@ def parse_args():
     return parser.parse_args()
 
 
-def machine() -> str:
-    try:
-        out = subprocess.run(["lscpu"], capture_output=True, text=True).stdout
-        model = next(ln.split(":", 1)[1].strip() for ln in out.splitlines() if "Model name" in ln)
-    except (OSError, StopIteration):
-        model = "unknown CPU"
-    return f"{model}, {os.cpu_count()} cores visible"
-
-
 def run_torch_warmup(args, config, batch, cases) -> tuple[object, dict]:
     """Build the torch step and run its warm-ups first, so max RSS growth is torch's own."""
     try:
@@ -309,7 +300,7 @@ def main() -> None:
     batch = make_batch()
     results = {
         "date": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
-        "machine": machine(),
+        "machine": bench_utils.machine(),
         "load_avg_start": os.getloadavg(),
         "jax": jax.__version__,
         "xla_flags": os.environ.get("XLA_FLAGS", ""),

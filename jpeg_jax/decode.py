@@ -25,7 +25,7 @@ from jpeg_jax.pictures import (
     stored_box,
     to_picture,
     upright_box,
-    write_atomically,
+    write_pictures,
 )
 from jpeg_jax.platform import configure_xla, restart_with_huge_pages
 
@@ -164,7 +164,7 @@ def restore_file(path: str, stem: str, model, args: argparse.Namespace) -> None:
             outputs[target] = to_picture(samples[int(kind[6:]) - 1], image.orientation, gray)
     if args.components:
         outputs.update(_components(samples, box, image, targets, args))
-    write_atomically(outputs, args.format, image.icc_profile)
+    write_pictures(outputs, args.format, image.icc_profile)
 
 
 def _redraw(model, image, samples, box, args):

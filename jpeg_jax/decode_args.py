@@ -72,12 +72,7 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="OUTDIR",
         help="folder for the restored images (created if needed)",
     )
-    p.add_argument(
-        "--checkpoint",
-        required=True,
-        metavar="EXPORT",
-        help="the trained model: a folder written by `python -m jpeg_jax.export_checkpoint`",
-    )
+    add_checkpoint_option(p)
     p.add_argument(
         "-n",
         "--num-samples",
@@ -174,15 +169,33 @@ def build_parser() -> argparse.ArgumentParser:
         help="output format, always lossless (default png)",
     )
     p.add_argument("--force", action="store_true", help="overwrite existing outputs")
+    add_limit_and_debug_options(p, max_megapixels=100.0, when=" before reading them")
+    return p
+
+
+def add_checkpoint_option(p: argparse.ArgumentParser) -> None:
+    """``--checkpoint EXPORT`` (required), as the decoder and the explorer take it."""
+    p.add_argument(
+        "--checkpoint",
+        required=True,
+        metavar="EXPORT",
+        help="the trained model: a folder written by `python -m jpeg_jax.export_checkpoint`",
+    )
+
+
+def add_limit_and_debug_options(
+    p: argparse.ArgumentParser, *, max_megapixels: float, when: str = ""
+) -> None:
+    """``--max-megapixels M`` (default ``max_megapixels``) and ``--debug``: the options the
+    decoder and the explorer (``jpeg-jax-explore``) share; ``when`` ends the limit's help."""
     p.add_argument(
         "--max-megapixels",
         type=float,
-        default=100.0,
+        default=max_megapixels,
         metavar="M",
-        help="refuse photos larger than M megapixels before reading them (default 100)",
+        help=f"refuse photos larger than M megapixels{when} (default {max_megapixels:g})",
     )
     p.add_argument("--debug", action="store_true", help="show full tracebacks of errors")
-    return p
 
 
 def positive_int(text: str) -> int:

@@ -15,7 +15,6 @@ original (:mod:`jpeg_jax.image_stats`).
 
 from __future__ import annotations
 
-import functools
 import io
 import json
 import os
@@ -25,7 +24,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jpeg_jax import image_stats, input_pipeline, jpeg, metrics, sampling
+from jpeg_jax import fileio, image_stats, jpeg, metrics, sampling
 from jpeg_jax.datasets import embedded
 
 NUM_SAMPLES = 16
@@ -34,18 +33,9 @@ ZOOM = ((60, 110), (40, 90))  # rows, columns inside FIGURE_CROP shown 4x: eye, 
 ZOOM_FACTOR = 4
 
 
-@functools.cache
-def jitted_apply(generator):
-    """``jit(apply)(params, y, qtables, key)`` for one generator module, compiled once per shape.
-
-    Params and inputs are arguments, not closed-over constants that XLA would try to fold.
-    """
-    return jax.jit(lambda p, y, q, k: generator.apply({"params": p}, y, q, rngs={"noise": k}))
-
-
 def encode_photo(x: np.ndarray, quality: int) -> jpeg.JpegImage:
     """The JPEG file (4:2:0, Pillow/libjpeg) of a uint8 ``(H, W, 3)`` photo, read back."""
-    return jpeg.read_jpeg(input_pipeline.encode_jpeg(x, quality))
+    return jpeg.read_jpeg(jpeg.pillow_encode(x, quality=quality))
 
 
 def image_metrics(images: np.ndarray, x: np.ndarray, image: jpeg.JpegImage) -> dict[str, float]:
@@ -169,7 +159,7 @@ def zoom_figure(
     buffer = io.BytesIO()
     fig.savefig(buffer, format="png", dpi=100, bbox_inches="tight")
     plt.close(fig)
-    write_atomically(path, buffer.getvalue())
+    fileio.write_file(path, buffer.getvalue())
     return path
 
 
@@ -206,17 +196,12 @@ def demo_report(generator, params, workdir: str, *, quality: int, seed: int = 0)
     visualize.uncertainty_figure(
         metrics.pixel_std(_crop(samples, FIGURE_CROP)), os.path.join(workdir, "demo_std.png")
     )
-    write_atomically(os.path.join(workdir, "demo_metrics.json"), json.dumps(report, indent=2))
+    fileio.write_file(os.path.join(workdir, "demo_metrics.json"), json.dumps(report, indent=2))
     return report
 
 
-def write_atomically(path: str, data: bytes | str) -> None:
-    """Write a file through a temporary file and a rename: never half-written."""
-    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-    tmp = f"{path}.tmp{os.getpid()}"
-    with open(tmp, "wb") as f:
-        f.write(data.encode() if isinstance(data, str) else data)
-    os.replace(tmp, path)
+# The package's one atomic file write, under the name demo_table.py calls it by.
+write_atomically = fileio.write_file
 
 
 def format_report(report: dict) -> str:

@@ -14,16 +14,14 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
-import shutil
-import tempfile
 from typing import Any
 
 import flax.serialization
 import jax
-import jax.numpy as jnp
 import numpy as np
 
-from jpeg_jax.models import Generator
+from jpeg_jax import fileio
+from jpeg_jax.models import Generator, resolve_dtypes
 
 FORMAT_VERSION = 1
 _CONFIG_FILE = "model.json"
@@ -44,21 +42,9 @@ class Exported:
 
     def build(self, **overrides) -> Generator:
         """The ``Generator`` module (attributes from the export, ``overrides`` on top)."""
-        kwargs = dict(self.generator)
+        kwargs = resolve_dtypes(self.generator)
         kwargs.update(overrides)
-        for key in ("dtype", "param_dtype"):
-            if isinstance(kwargs.get(key), str):
-                kwargs[key] = jnp.dtype(kwargs[key])
         return Generator(**kwargs)
-
-
-def _jsonable(kwargs: dict[str, Any]) -> dict[str, Any]:
-    out = {}
-    for key, value in kwargs.items():
-        if key in ("dtype", "param_dtype"):
-            value = jnp.dtype(value).name
-        out[key] = value
-    return out
 
 
 def save(
@@ -82,28 +68,17 @@ def save(
       The export directory.
     """
     path = os.fspath(path)
-    if os.path.exists(path) and not overwrite:
-        raise FileExistsError(f"{path} exists")
-    parent = os.path.dirname(os.path.abspath(path))
-    os.makedirs(parent, exist_ok=True)
     host_params = jax.tree.map(lambda a: np.asarray(jax.device_get(a)), params)
-    tmp = tempfile.mkdtemp(prefix=".export-", dir=parent)
-    try:
+    config = {
+        "format_version": FORMAT_VERSION,
+        "generator": resolve_dtypes(generator, names=True),
+        "metadata": metadata or {},
+    }
+    with fileio.atomic_directory(path, overwrite=overwrite) as tmp:
         with open(os.path.join(tmp, _PARAMS_FILE), "wb") as f:
             f.write(flax.serialization.msgpack_serialize(host_params))
-        config = {
-            "format_version": FORMAT_VERSION,
-            "generator": _jsonable(generator),
-            "metadata": metadata or {},
-        }
         with open(os.path.join(tmp, _CONFIG_FILE), "w") as f:
             json.dump(config, f, indent=2, sort_keys=True)
-        if os.path.exists(path):
-            shutil.rmtree(path)
-        os.replace(tmp, path)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     return path
 
 

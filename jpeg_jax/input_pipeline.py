@@ -33,9 +33,9 @@ import tensorflow as tf
 from PIL import Image
 
 from jpeg_jax.datasets import open_source, transforms
+from jpeg_jax.jpeg.io import pillow_encode
 from jpeg_jax.platform import hide_accelerators_from_tensorflow
 
-_PILLOW_SUBSAMPLING = {"4:4:4": 0, "4:2:2": 1, "4:2:0": 2}
 _FOREVER = 2**62
 
 
@@ -79,8 +79,11 @@ def default_data_config() -> ml_collections.ConfigDict:
     )
 
 
-def degrade(images, quality, subsampling: str = "4:2:0") -> tuple[np.ndarray, np.ndarray]:
+def pillow_degrade(images, quality, subsampling: str = "4:2:0") -> tuple[np.ndarray, np.ndarray]:
     """JPEG-compress and decode with libjpeg (Pillow): the degradation, as a plain function.
+
+    The Pillow-world twin of the pipeline's in-graph :func:`transforms.tf_degrade` (same files,
+    same decode); each file is :func:`jpeg_jax.jpeg.pillow_encode`'s.
 
     Args:
       images: uint8 RGB, (H, W, 3) or (B, H, W, 3).
@@ -98,22 +101,13 @@ def degrade(images, quality, subsampling: str = "4:2:0") -> tuple[np.ndarray, np
     qualities = np.broadcast_to(np.asarray(quality, np.int64), batch.shape[:1])
     decoded, qtables = [], []
     for image, q in zip(batch, qualities, strict=True):
-        data = encode_jpeg(image, int(q), subsampling)
+        data = pillow_encode(image, quality=int(q), subsampling=subsampling)
         with Image.open(io.BytesIO(data)) as jpeg:
             decoded.append(np.asarray(jpeg.convert("RGB")))
             qtables.append([np.asarray(jpeg.quantization[k]).reshape(8, 8) for k in (0, 1)])
     decoded = np.stack(decoded).reshape(images.shape)
     qtables = np.asarray(qtables, np.int32).reshape(images.shape[:-3] + (2, 8, 8))
     return decoded, qtables
-
-
-def encode_jpeg(image, quality: int, subsampling: str = "4:2:0") -> bytes:
-    """Pillow's baseline JPEG file of a uint8 (H, W, 3) image; the pipeline writes the same."""
-    buffer = io.BytesIO()
-    Image.fromarray(np.asarray(image)).save(
-        buffer, format="JPEG", quality=int(quality), subsampling=_PILLOW_SUBSAMPLING[subsampling]
-    )
-    return buffer.getvalue()
 
 
 def _process(process_index, process_count) -> tuple[int, int]:
@@ -221,7 +215,7 @@ def build_train_dataset(
             quality_max=c.quality_max,
             blind_mean=c.blind_mean,
         )
-        jpeg = transforms.degrade(x, quality, c.subsampling)
+        jpeg = transforms.tf_degrade(x, quality, c.subsampling)
         return {"x": x, "y": jpeg["y"], "qtables": jpeg["qtables"], "quality": jpeg["quality"]}
 
     start_index = start_step * batch_size_per_process
@@ -332,7 +326,7 @@ def build_eval_dataset(
     )
 
     def degrade(example):
-        return {**example, **transforms.degrade(example["x"], c.eval_quality, c.subsampling)}
+        return {**example, **transforms.tf_degrade(example["x"], c.eval_quality, c.subsampling)}
 
     dataset = images.map(degrade, num_parallel_calls=_threads(c), deterministic=True)
     if batch_size is not None:

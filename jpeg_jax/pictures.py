@@ -4,18 +4,18 @@ Restorations are float ``(H, W, 3)`` in [0, 1] in the JPEG's *stored* orientatio
 shows the file turned upright by its EXIF orientation tag (1..8). :func:`to_picture` makes the
 upright 8-bit image, :func:`std_picture` the grey uncertainty map (``255 * std ** (1/4)``),
 :func:`upright_box` / :func:`stored_box` carry rectangles between the two orientations, and
-:func:`write_atomically` saves outputs so that none is ever half-written. Used by the decoder
+:func:`write_pictures` saves outputs so that none is ever half-written. Used by the decoder
 CLI (:mod:`jpeg_jax.decode`) and the explorer page (:mod:`jpeg_jax.explore`).
 """
 
 from __future__ import annotations
 
 import io
-import os
-import tempfile
 
 import numpy as np
 from PIL import Image
+
+from jpeg_jax import fileio
 
 FORMATS = {"png": "PNG", "tiff": "TIFF", "webp": "WEBP"}
 
@@ -40,13 +40,34 @@ def to_picture(image, orientation: int, gray: bool) -> Image.Image:
     return picture
 
 
+def rooted_level(value, root: int = 4, *, upper: float | None = None) -> np.ndarray:
+    """The displayed level of a non-negative map: ``clip(mean_rgb(value), 0, upper) ** (1/root)``.
+
+    The one root display of the package: the decoder's and explorer's uncertainty maps
+    (:func:`std_level`) and the figures' colour-bar maps (:mod:`jpeg_jax.visualize`). A root
+    shows small differences (the appendix's Figures 6, 8 and 9).
+
+    Args:
+      value: ``(H, W)`` or ``(H, W, C)`` (averaged over C), any units.
+      root: 4 for a std or an absolute difference, 8 for a variance.
+      upper: clip above (None: no upper clip).
+
+    Returns:
+      ``(H, W)`` float64 levels.
+    """
+    value = np.asarray(value, np.float64)
+    if value.ndim == 3:
+        value = value.mean(axis=-1)
+    return np.clip(value, 0.0, upper) ** (1.0 / root)
+
+
 def std_level(std) -> np.ndarray:
     """Per-pixel std ``(H, W, 3)`` in [0, 1] -> the displayed level ``mean_rgb(std) ** (1/4)``.
 
     In [0, 1]: 0 where all samples agree; 64/255 is a spread of about one grey level of 255,
     128/255 about 16, 1 the whole range (the fourth root shows small differences).
     """
-    return np.clip(np.asarray(std, np.float64).mean(axis=-1), 0.0, 1.0) ** 0.25
+    return rooted_level(std, 4, upper=1.0)
 
 
 def std_picture(std, orientation: int) -> Image.Image:
@@ -122,25 +143,17 @@ def _save(picture, target, fmt, icc):
     picture.save(target, format=FORMATS[fmt], **options)
 
 
-def write_atomically(outputs: dict[str, object], fmt: str, icc: bytes | None) -> None:
-    """Saves ``{path: PIL image or bytes}`` via temporary files in the target folders, then
-    renames all (an interruption never leaves a half-written output)."""
-    staged = []
-    try:
-        for path, content in outputs.items():
-            folder = os.path.dirname(path) or "."
-            os.makedirs(folder, exist_ok=True)
-            fd, tmp = tempfile.mkstemp(prefix=".jpeg-jax-", suffix=".tmp", dir=folder)
-            os.close(fd)
-            staged.append((tmp, path))
-            if isinstance(content, bytes):
-                with open(tmp, "wb") as f:
-                    f.write(content)
-            else:
-                _save(content, tmp, fmt, icc)
-        for tmp, path in staged:
-            os.replace(tmp, path)
-    finally:
-        for tmp, _ in staged:
-            if os.path.exists(tmp):
-                os.remove(tmp)
+def write_pictures(outputs: dict[str, object], fmt: str, icc: bytes | None) -> None:
+    """Saves ``{path: PIL image or bytes}`` with :func:`jpeg_jax.fileio.write_files` (all
+    staged, then renamed: an interruption never leaves a half-written output); images are
+    saved as ``fmt`` with ``icc`` (as :func:`encode_picture`)."""
+
+    def writer(picture):
+        return lambda f: _save(picture, f, fmt, icc)
+
+    fileio.write_files(
+        {
+            path: content if isinstance(content, bytes) else writer(content)
+            for path, content in outputs.items()
+        }
+    )

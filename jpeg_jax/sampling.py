@@ -167,6 +167,39 @@ def sample_tile(
     return out
 
 
+@functools.cache
+def _jitted_apply(model: Generator):
+    """``jit(apply)(params, y, qtables, key)``, compiled once per module and shape (params and
+    inputs are arguments, not constants for XLA to fold)."""
+    return jax.jit(lambda p, y, q, k: model.apply({"params": p}, y, q, rngs={"noise": k}))
+
+
+def sample_batch(
+    model: Generator, params: Any, y: Any, qtables: Any, key: jax.Array, num_samples: int
+) -> np.ndarray:
+    """Samples of a batch of decoded JPEGs, one generator call per noise key (training's view).
+
+    Sample ``s`` uses ``jax.random.split(key, num_samples)[s]`` for the whole batch, the keys of
+    :func:`jpeg_jax.losses.draw_samples` (the moment penalties, vmapped inside the train step);
+    the held-out evaluation of the training loop draws its samples here. Files are restored
+    with :func:`restore` (per-sample ``fold_in`` keys, tiles).
+
+    Args:
+      model: the generator.
+      params: its parameter tree (host or device).
+      y: ``(B, H, W, 3)`` float32 decoded JPEGs in [0, 1], ``H, W`` multiples of 16.
+      qtables: ``(B, 2, 8, 8)`` the files' tables.
+      key: PRNG key.
+      num_samples: S >= 1.
+
+    Returns:
+      ``(S, B, H, W, 3)`` float32 samples clipped to [0, 1].
+    """
+    apply = _jitted_apply(model)
+    keys = jax.random.split(key, num_samples)
+    return np.clip(np.stack([np.asarray(apply(params, y, qtables, k)) for k in keys]), 0.0, 1.0)
+
+
 def tile_origins(length: int, tile: int, overlap: int) -> list[int]:
     """Origins (multiples of 16) of ``tile``-sized tiles covering ``[0, length)``.
 

@@ -30,6 +30,7 @@ from jpeg_jax import (
     jpeg,
     metrics,
     multihost,
+    sampling,
     train_logging,
     train_state,
     train_step,
@@ -83,9 +84,7 @@ def evaluate_held_out(config, generator, params, batch, key, num_samples: int = 
     :func:`train_step.fetch`): no collective.
     """
     y, qt, x = jnp.asarray(batch["y"]), jnp.asarray(batch["qtables"]), batch["x"]
-    keys = jax.random.split(key, num_samples)
-    apply = demo.jitted_apply(generator)
-    samples = np.clip(np.stack([np.asarray(apply(params, y, qt, k)) for k in keys]), 0.0, 1.0)
+    samples = sampling.sample_batch(generator, params, y, qt, key, num_samples)
     mean = samples.mean(axis=0)
     coefficients = jpeg.encode(jnp.asarray(x), qt, subsampling=config.data.subsampling)
     cons = jpeg.consistency(

@@ -11,7 +11,7 @@ import ml_collections
 import optax
 
 from jpeg_jax import export, platform, schedules
-from jpeg_jax.models import Critic, Generator, convert
+from jpeg_jax.models import Critic, Generator, convert, resolve_dtypes
 
 PyTree = Any
 
@@ -42,9 +42,7 @@ class TrainState:
 def generator_kwargs(config: ml_collections.ConfigDict) -> dict[str, Any]:
     """``Generator`` attributes from ``config.model.generator``: dtype names resolved, platform
     choices ("auto") made for this backend by :func:`jpeg_jax.platform.resolve_generator`."""
-    kwargs = platform.resolve_generator(config.model.generator.to_dict())
-    kwargs["dtype"] = jnp.dtype(kwargs["dtype"])
-    return kwargs
+    return resolve_dtypes(platform.resolve_generator(config.model.generator.to_dict()))
 
 
 def make_models(config: ml_collections.ConfigDict) -> tuple[Generator, Critic]:
@@ -54,7 +52,7 @@ def make_models(config: ml_collections.ConfigDict) -> tuple[Generator, Critic]:
         widths=tuple(c.widths),
         blocks=tuple(c.blocks),
         film=c.film,
-        dtype=jnp.dtype(config.model.generator.dtype),
+        dtype=resolve_dtypes(config.model.generator.to_dict())["dtype"],
     )
     return Generator(**generator_kwargs(config)), critic
 

@@ -18,7 +18,7 @@ matplotlib.use("Agg")  # files only; never needs a display
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
-from jpeg_jax import fileio  # noqa: E402
+from jpeg_jax import fileio, pictures  # noqa: E402
 
 
 def _save(fig, path: str) -> str:
@@ -38,7 +38,7 @@ def _grey(value: np.ndarray) -> np.ndarray:
 def _rooted_map(fig, ax, value, root: int, label: str | None, vmax: float | None = None):
     """``value ** (1 / root)`` in grey (white low, black high), a colour bar in ``value`` units
     unless ``label`` is None."""
-    shown = np.maximum(_grey(value), 0.0) ** (1.0 / root)
+    shown = pictures.rooted_level(value, root)
     top = None if vmax is None else max(vmax, 1e-12) ** (1.0 / root)
     im = ax.imshow(shown, cmap="gray_r", vmin=0.0, vmax=top)
     ax.axis("off")

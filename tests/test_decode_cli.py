@@ -221,8 +221,7 @@ def test_failed_write_leaves_no_partial_file(tmp_path, checkpoint, capsys, monke
     out = tmp_path / "out"
 
     def save_half(self, fp, *args, **kwargs):
-        with open(fp, "wb") as f:
-            f.write(b"\x89PNG half")
+        fp.write(b"\x89PNG half")  # into the temporary file the writer is given
         raise OSError("No space left on device")
 
     monkeypatch.setattr(Image.Image, "save", save_half)

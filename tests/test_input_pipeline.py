@@ -10,7 +10,7 @@ import pytest
 import tensorflow as tf
 from PIL import Image
 
-from jpeg_jax import input_pipeline
+from jpeg_jax import input_pipeline, jpeg
 from jpeg_jax.datasets import transforms
 from jpeg_jax.jpeg.tables import quality_to_qtables
 
@@ -71,7 +71,7 @@ def test_graph_jpeg_is_pillows_file(quality, subsampling, tmp_path):
     rng = np.random.default_rng(quality)
     pil_sub = {"4:2:0": 2, "4:4:4": 0}[subsampling]
     for image in (_natural(37, 53), rng.integers(0, 256, (16, 24, 3), np.uint8)):
-        out = transforms.degrade(tf.constant(image), tf.constant(quality), subsampling)
+        out = transforms.tf_degrade(tf.constant(image), tf.constant(quality), subsampling)
         expected = _pillow_jpeg(image, quality, pil_sub)
         assert out["jpeg"].numpy() == expected  # byte-identical file
         np.testing.assert_array_equal(out["y"].numpy(), _pillow_decode(expected))
@@ -84,17 +84,17 @@ def test_graph_jpeg_is_pillows_file(quality, subsampling, tmp_path):
 
 def test_plain_degrade_matches_libjpeg_files(tmp_path):
     images = np.stack([_natural(24, 40), 255 - _natural(24, 40)])
-    decoded, qtables = input_pipeline.degrade(images, np.array([5, 50]))
+    decoded, qtables = input_pipeline.pillow_degrade(images, np.array([5, 50]))
     assert decoded.shape == images.shape and decoded.dtype == np.uint8
     np.testing.assert_array_equal(qtables, quality_to_qtables(np.array([5, 50])))
     for image, out, q in zip(images, decoded, (5, 50), strict=True):
         np.testing.assert_array_equal(out, _pillow_decode(_pillow_jpeg(image, q)))
-    single, single_tables = input_pipeline.degrade(images[0], 10, "4:4:4")
+    single, single_tables = input_pipeline.pillow_degrade(images[0], 10, "4:4:4")
     assert single.shape == images[0].shape and single_tables.shape == (2, 8, 8)
     np.testing.assert_array_equal(single, _pillow_decode(_pillow_jpeg(images[0], 10, 0)))
     # The TF path writes the very bytes of the plain function's encoder.
-    in_graph = transforms.degrade(tf.constant(images[0]), tf.constant(10), "4:2:0")["jpeg"]
-    assert in_graph.numpy() == input_pipeline.encode_jpeg(images[0], 10)
+    in_graph = transforms.tf_degrade(tf.constant(images[0]), tf.constant(10), "4:2:0")["jpeg"]
+    assert in_graph.numpy() == jpeg.pillow_encode(images[0], quality=10)
 
 
 # --- patches ------------------------------------------------------------------------------

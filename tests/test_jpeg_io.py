@@ -198,3 +198,20 @@ def test_files_libjpeg_decodes_as_ycbcr_are_read_exactly(edit):
     np.testing.assert_array_equal(f.pixels, pillow_decode(data))
     decoded = jpeg.decode(f.coefficients, f.qtables, subsampling=f.subsampling, size=f.size)
     np.testing.assert_array_equal(np.round(np.asarray(decoded, np.float64) * 255), f.pixels)
+
+
+@pytest.mark.parametrize("subsampling", ["4:4:4", "4:2:2", "4:2:0", "gray"])
+def test_pillow_encode_writes_what_pillow_writes(subsampling):
+    image = _image()
+    # By quality: the test helper's own Pillow call is the reference.
+    by_quality = jpeg.pillow_encode(image, quality=20, subsampling=subsampling)
+    assert by_quality == pillow_jpeg(image, 20, subsampling)
+    # By tables: the file holds exactly the given tables (read back by jpeglib).
+    tables = np.stack([np.full((8, 8), 7), np.arange(1, 65).reshape(8, 8)]).astype(np.int32)
+    read = jpeg.read_jpeg(jpeg.pillow_encode(image, qtables=tables, subsampling=subsampling))
+    assert read.subsampling == subsampling
+    np.testing.assert_array_equal(read.qtables[0], tables[0])
+    if subsampling != "gray":
+        np.testing.assert_array_equal(read.qtables[1], tables[1])
+    with pytest.raises(ValueError, match="exactly one"):
+        jpeg.pillow_encode(image, quality=20, qtables=tables)

@@ -40,10 +40,10 @@ def test_std_picture_is_the_fourth_root_map():
     assert level.shape == (2, 3) and np.all(level == round(255 * (1 / 255) ** 0.25))
 
 
-def test_write_atomically_writes_pictures_and_bytes(tmp_path):
+def test_write_pictures_writes_pictures_and_bytes(tmp_path):
     picture = Image.fromarray(np.zeros((4, 4, 3), np.uint8))
     outputs = {str(tmp_path / "a" / "x.png"): picture, str(tmp_path / "y.json"): b"{}\n"}
-    pictures.write_atomically(outputs, "png", None)
+    pictures.write_pictures(outputs, "png", None)
     assert (tmp_path / "y.json").read_bytes() == b"{}\n"
     with Image.open(tmp_path / "a" / "x.png") as im:
         assert im.format == "PNG" and im.size == (4, 4)

@@ -292,3 +292,17 @@ def test_projection_of_a_box_leaves_the_rest_alone(params):
         assert _out_of_bin(raw[box[0] : box[2], box[1] : box[3]], sub) > 0
     with pytest.raises(ValueError, match="MCU grid"):
         sampling.project_exact(raw, f, box=(8, 0, 32, 32))
+
+
+def test_sample_batch_uses_the_training_keys(params):
+    # Independent reference: one direct generator call per key of split(key, S), clipped.
+    rng = np.random.default_rng(3)
+    y = rng.uniform(size=(2, 16, 32, 3)).astype(np.float32)
+    qtables = np.stack([_file().qtables] * 2).astype(np.int32)
+    key = jax.random.key(7)
+    samples = sampling.sample_batch(MODEL, params, y, qtables, key, 3)
+    assert samples.shape == (3, 2, 16, 32, 3) and samples.dtype == np.float32
+    for s, k in enumerate(jax.random.split(key, 3)):
+        direct = MODEL.apply({"params": params}, y, qtables, rngs={"noise": k})
+        np.testing.assert_allclose(samples[s], np.clip(direct, 0.0, 1.0), atol=1e-6)
+    assert np.abs(samples[0] - samples[1]).max() > 1e-3  # the keys differ

@@ -174,11 +174,12 @@ def sample_quality(
     raise ValueError(f"quality_mode must be one of {QUALITY_MODES}, got {mode!r}")
 
 
-def encode_jpeg(image: tf.Tensor, quality: tf.Tensor, subsampling: str) -> tf.Tensor:
+def tf_encode_jpeg(image: tf.Tensor, quality: tf.Tensor, subsampling: str) -> tf.Tensor:
     """libjpeg baseline JPEG of uint8 (H, W, 3) at a tensor quality; the bytes Pillow writes.
 
     ``"4:2:0"`` and ``"4:4:4"`` only (TensorFlow's encoder has no 4:2:2). The file equals
-    ``PIL.Image.save(format="JPEG", quality=q, subsampling=...)`` byte for byte: same tables,
+    :func:`jpeg_jax.jpeg.pillow_encode` (``PIL.Image.save(format="JPEG", quality=q,
+    subsampling=...)``) byte for byte: same tables,
     Huffman tables and coefficients; the JFIF density field is rewritten to Pillow's.
     """
     quality = tf.clip_by_value(tf.cast(quality, tf.int32), 1, 100)
@@ -204,7 +205,7 @@ def encode_jpeg(image: tf.Tensor, quality: tf.Tensor, subsampling: str) -> tf.Te
     )
 
 
-def degrade(image: tf.Tensor, quality: tf.Tensor, subsampling: str) -> dict[str, tf.Tensor]:
+def tf_degrade(image: tf.Tensor, quality: tf.Tensor, subsampling: str) -> dict[str, tf.Tensor]:
     """Real libjpeg round trip of one uint8 (H, W, 3) image.
 
     Returns:
@@ -213,7 +214,7 @@ def degrade(image: tf.Tensor, quality: tf.Tensor, subsampling: str) -> dict[str,
       ``quality`` (int32).
     """
     quality = tf.clip_by_value(tf.cast(quality, tf.int32), 1, 100)
-    data = encode_jpeg(image, quality, subsampling)
+    data = tf_encode_jpeg(image, quality, subsampling)
     decoded = tf.io.decode_jpeg(data, channels=3, dct_method=DCT_METHOD)
     decoded = tf.ensure_shape(decoded, image.shape)
     qtables = tf.gather(tf.constant(qtables_by_quality()), quality)

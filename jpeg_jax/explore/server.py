@@ -41,6 +41,7 @@ import sys
 import tempfile
 from collections.abc import Sequence
 
+from jpeg_jax.decode_args import add_checkpoint_option, add_limit_and_debug_options
 from jpeg_jax.platform import configure_xla, restart_with_huge_pages
 
 PROG = "jpeg-jax-explore"
@@ -77,12 +78,7 @@ def build_parser() -> argparse.ArgumentParser:
         "draw restorations, compare them with the JPEG, change the temperature, re-draw a "
         "region, and see the main ways the restorations of a region differ.",
     )
-    p.add_argument(
-        "--checkpoint",
-        required=True,
-        metavar="EXPORT",
-        help="the trained model: a folder written by `python -m jpeg_jax.export_checkpoint`",
-    )
+    add_checkpoint_option(p)
     p.add_argument(
         "--port",
         type=_port,
@@ -96,14 +92,7 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="H",
         help="address to listen on (default 127.0.0.1: this computer only)",
     )
-    p.add_argument(
-        "--max-megapixels",
-        type=float,
-        default=16.0,
-        metavar="M",
-        help="refuse photos larger than M megapixels (default 16)",
-    )
-    p.add_argument("--debug", action="store_true", help="show full tracebacks of errors")
+    add_limit_and_debug_options(p, max_megapixels=16.0)
     return p
 
 

@@ -14,11 +14,20 @@ from jpeg_jax.jpeg.codec import (
     quantized_dct,
 )
 from jpeg_jax.jpeg.consistency import consistency, in_bin_fraction, libjpeg_compress, project
-from jpeg_jax.jpeg.io import JpegError, JpegImage, JpegInfo, probe_jpeg, read_jpeg
+from jpeg_jax.jpeg.io import (
+    PILLOW_SUBSAMPLING,
+    JpegError,
+    JpegImage,
+    JpegInfo,
+    pillow_encode,
+    probe_jpeg,
+    read_jpeg,
+)
 from jpeg_jax.jpeg.rounding import floor_ste, round_ste
 from jpeg_jax.jpeg.tables import quality_to_qtables
 
 __all__ = [
+    "PILLOW_SUBSAMPLING",
     "SUBSAMPLING",
     "Coefficients",
     "JpegError",
@@ -32,6 +41,7 @@ __all__ = [
     "floor_ste",
     "in_bin_fraction",
     "libjpeg_compress",
+    "pillow_encode",
     "probe_jpeg",
     "project",
     "quality_to_qtables",

@@ -61,8 +61,16 @@ def block_grid(size: tuple[int, int], subsampling: str, block_size: int = 8) -> 
     return grids
 
 
-def _qtables(qtables: jax.Array, block_size: int) -> tuple[jax.Array, jax.Array]:
-    """Luma and chroma tables broadcastable against ``(..., Bh, Bw, b, b)`` coefficients."""
+def block_qtables(qtables: jax.Array, block_size: int) -> tuple[jax.Array, jax.Array]:
+    """Luma and chroma tables broadcastable against ``(..., Bh, Bw, b, b)`` coefficients.
+
+    Args:
+      qtables: ``(..., 2, 8, 8)`` luma and chroma tables in natural order.
+      block_size: the block side ``b`` (8 for JPEG; the tables' top-left ``b x b``).
+
+    Returns:
+      ``(luma, chroma)`` float32 ``(..., 1, 1, b, b)``.
+    """
     q = jnp.asarray(qtables, jnp.float32)[..., :block_size, :block_size]
     return q[..., 0, None, None, :, :], q[..., 1, None, None, :, :]
 
@@ -112,7 +120,7 @@ def _component_blocks(images, qtables, subsampling, block_size, exact):
     """``[(blocks, q), ...]`` per component: sample blocks (0..255) on libjpeg's grids."""
     grids = block_grid(images.shape[-3:-1], subsampling, block_size)
     planes = _to_planes(images, subsampling, block_size, exact)
-    q_luma, q_chroma = _qtables(qtables, block_size)
+    q_luma, q_chroma = block_qtables(qtables, block_size)
     out = []
     for name, plane, q in zip(("y", "cb", "cr"), planes, (q_luma, q_chroma, q_chroma)):
         bh, bw = grids[name]
@@ -249,7 +257,7 @@ def decode(
     if size is None:
         size = (coefficients.y.shape[-4] * block_size, coefficients.y.shape[-3] * block_size)
     height, width = size
-    q_luma, q_chroma = _qtables(qtables, block_size)
+    q_luma, q_chroma = block_qtables(qtables, block_size)
     y = _decode_plane(coefficients.y, q_luma, size, block_size, exact)
     factors = _factors(subsampling)
     if factors is None:

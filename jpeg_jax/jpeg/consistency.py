@@ -15,9 +15,7 @@ import numpy as np
 from PIL import Image
 
 from jpeg_jax.jpeg import chroma, codec, color, dct
-from jpeg_jax.jpeg.io import JpegImage, read_jpeg
-
-_PILLOW_SUBSAMPLING = {"4:4:4": 0, "4:2:2": 1, "4:2:0": 2}
+from jpeg_jax.jpeg.io import JpegImage, pillow_encode, read_jpeg
 
 
 def _correction(c: jax.Array, q: jax.Array, margin: float) -> jax.Array:
@@ -51,7 +49,7 @@ def _fold(plane: jax.Array, size: tuple[int, int]) -> jax.Array:
 def _project_once(images, coefficients, qtables, subsampling, margin):
     size = images.shape[-3:-1]
     c = codec.quantized_dct(images, qtables, subsampling=subsampling, exact=False)
-    q_luma, q_chroma = codec._qtables(qtables, 8)
+    q_luma, q_chroma = codec.block_qtables(qtables, 8)
     y, cb, cr = color.rgb_to_ycbcr(images * 255.0)
     y = y + _fold(_pixel_shift(_correction(c.y, coefficients.y, margin), q_luma), size)
     factors = codec.SUBSAMPLING[subsampling]
@@ -138,15 +136,8 @@ def in_bin_fraction(images, coefficients, qtables, *, subsampling="4:2:0") -> ja
 
 def _pillow_compress(image_u8: np.ndarray, qtables: np.ndarray, subsampling: str) -> np.ndarray:
     """libjpeg round trip of one 8-bit image with explicit tables (Pillow)."""
-    buf = io.BytesIO()
-    tables = [np.asarray(t).reshape(-1).tolist() for t in np.asarray(qtables)]  # natural order
-    if subsampling == "gray":
-        Image.fromarray(image_u8[..., 0]).save(buf, "JPEG", qtables=tables[:1])
-    else:
-        Image.fromarray(image_u8).save(
-            buf, "JPEG", qtables=tables, subsampling=_PILLOW_SUBSAMPLING[subsampling]
-        )
-    return np.asarray(Image.open(buf).convert("RGB"))
+    data = pillow_encode(image_u8, qtables=qtables, subsampling=subsampling)
+    return np.asarray(Image.open(io.BytesIO(data)).convert("RGB"))
 
 
 def libjpeg_compress(images, qtables, *, subsampling: str = "4:2:0") -> np.ndarray:

@@ -162,11 +162,11 @@ def islow_quantize_8x8(samples: jax.Array, qtable: jax.Array) -> jax.Array:
                        _descale(cols, _CONST_BITS + _PASS1_BITS))  # fmt: skip
     # ``scaled`` is the DCT times 8; libjpeg divides the magnitude, rounding to nearest.
     divisor = jnp.round(qtable).astype(jnp.int32) * 8
-    magnitude = _floor_divide(jnp.abs(scaled) + divisor // 2, divisor)
+    magnitude = floor_divide(jnp.abs(scaled) + divisor // 2, divisor)
     return jnp.sign(scaled) * magnitude
 
 
-def _floor_divide(n: jax.Array, d: jax.Array) -> jax.Array:
+def floor_divide(n: jax.Array, d: jax.Array) -> jax.Array:
     """``n // d`` for int32 ``0 <= n < 2**24`` and ``d >= 1``, exactly.
 
     Vectorized integer division is slow on CPUs, so the quotient comes from float32 division

@@ -1,4 +1,5 @@
-"""Reading JPEG files: exact quantized coefficients (jpeglib), tables, and libjpeg's decode.
+"""Reading JPEG files: exact quantized coefficients (jpeglib), tables, and libjpeg's decode;
+writing them with libjpeg through Pillow (:func:`pillow_encode`).
 
 Everything this package cannot represent faithfully is refused up front with :class:`JpegError`,
 whose message names the problem: not a JPEG, empty or truncated data, CMYK/YCCK or RGB-coded
@@ -20,6 +21,8 @@ import numpy as np
 from PIL import Image
 
 from jpeg_jax.jpeg.codec import Coefficients
+
+PILLOW_SUBSAMPLING = {"4:4:4": 0, "4:2:2": 1, "4:2:0": 2}  # Pillow's ``subsampling=`` codes
 
 
 class JpegError(ValueError):
@@ -234,3 +237,35 @@ def read_jpeg(source: str | os.PathLike | bytes) -> JpegImage:
     if pixels.shape[:2] != (info.height, info.width):
         raise JpegError(f"decoded size {pixels.shape[:2]} != header size")
     return JpegImage(pixels, qtables, info.subsampling, coefficients, orientation, icc)
+
+
+def pillow_encode(
+    image, *, quality: int | None = None, qtables=None, subsampling: str = "4:2:0"
+) -> bytes:
+    """libjpeg's baseline JPEG file (written by Pillow) of a uint8 ``(H, W, 3)`` RGB image.
+
+    The Pillow-world encoder of the package (the tf.data twin is
+    :func:`jpeg_jax.datasets.transforms.tf_encode_jpeg`, which writes the same bytes).
+
+    Args:
+      image: uint8 ``(H, W, 3)``; for ``"gray"`` its first channel is encoded.
+      quality: IJG quality 1..100 (libjpeg's scaled standard tables); or
+      qtables: int ``(2, 8, 8)`` luma and chroma tables in natural order, written as given.
+      subsampling: ``"4:4:4"``, ``"4:2:2"``, ``"4:2:0"`` or ``"gray"``.
+    """
+    image = np.asarray(image)
+    if (quality is None) == (qtables is None):
+        raise ValueError("give exactly one of quality and qtables")
+    if qtables is None:
+        options = {"quality": int(quality)}
+    else:
+        tables = [np.asarray(t).reshape(-1).tolist() for t in np.asarray(qtables)]
+        options = {"qtables": tables[:1] if subsampling == "gray" else tables}
+    buffer = io.BytesIO()
+    if subsampling == "gray":
+        Image.fromarray(image[..., 0]).save(buffer, "JPEG", **options)
+    else:
+        Image.fromarray(image).save(
+            buffer, "JPEG", subsampling=PILLOW_SUBSAMPLING[subsampling], **options
+        )
+    return buffer.getvalue()

@@ -38,17 +38,13 @@ import jax
 import numpy as np
 from flax import traverse_util
 
+from jpeg_jax.models.torch_io import to_numpy
+
 _NAME = re.compile(r"^(?:body\.(\d+)\.(rdb[123])\.(conv[1-5])|(conv_\w+))\.(weight|bias)$")
 _NOISY = re.compile(r"^(body_\d+/rdb\d/conv\d|conv_up1)$")
 _TOP_LEVEL = ("conv_first", "conv_body", "conv_up1", "conv_hr", "conv_last")
 _DROPPED = ("conv_up2",)  # BasicSR's second x2 upsampling; our generator has none
 _FILM = re.compile(r"^(film_\w+|qtable_embed)$")  # template-only (not in BasicSR)
-
-
-def _to_numpy(t: Any) -> np.ndarray:
-    if hasattr(t, "detach"):  # a torch.Tensor, without importing torch
-        t = t.detach().cpu().numpy()
-    return np.asarray(t, dtype=np.float32)
 
 
 def _listing(keys: list[str], limit: int = 8) -> str:
@@ -181,7 +177,7 @@ def params_from_basicsr(
     flat = {}
     for key, path in _module_paths(state_dict).items():
         kind = key.rsplit(".", 1)[1]
-        array = _to_numpy(state_dict[key])
+        array = to_numpy(state_dict[key])
         if kind == "weight":
             array = array.transpose(2, 3, 1, 0)  # OIHW -> HWIO
             if noise and _NOISY.match(path):

@@ -19,13 +19,14 @@ import argparse
 import hashlib
 import os
 import sys
-import tempfile
 from collections.abc import Mapping, Sequence
 from typing import Any
 
 import numpy as np
 
+from jpeg_jax import fileio
 from jpeg_jax.models.inception import validate_variables
+from jpeg_jax.models.torch_io import load_state_dict, to_numpy
 
 PUBLISHED_SHA256_PREFIX = "6726825d"  # torch.hub's check prefix, part of the published file name
 _DROPPED_PREFIXES = ("fc.", "AuxLogits.")
@@ -35,12 +36,6 @@ _BATCH_NORM_LEAVES = {
     "running_mean": ("batch_stats", "mean"),
     "running_var": ("batch_stats", "var"),
 }
-
-
-def _to_numpy(value: Any) -> np.ndarray:
-    if hasattr(value, "detach"):  # a torch.Tensor; converted without importing torch here
-        value = value.detach().cpu().numpy()
-    return np.asarray(value, dtype=np.float32)
 
 
 def convert_state_dict(state_dict: Mapping[str, Any]) -> dict[str, np.ndarray]:
@@ -63,10 +58,10 @@ def convert_state_dict(state_dict: Mapping[str, Any]) -> dict[str, np.ndarray]:
         module, _, leaf = key.rpartition(".")
         prefix = module.replace(".", "/")
         if module.endswith(".conv") and leaf == "weight":
-            flat[f"params/{prefix}/kernel"] = _to_numpy(value).transpose(2, 3, 1, 0)
+            flat[f"params/{prefix}/kernel"] = to_numpy(value).transpose(2, 3, 1, 0)
         elif module.endswith(".bn") and leaf in _BATCH_NORM_LEAVES:
             collection, name = _BATCH_NORM_LEAVES[leaf]
-            flat[f"{collection}/{prefix}/{name}"] = _to_numpy(value)
+            flat[f"{collection}/{prefix}/{name}"] = to_numpy(value)
         else:
             raise ValueError(
                 f"Unexpected state-dict entry {key!r}: expected torchvision Inception3 names "
@@ -79,26 +74,11 @@ def convert_state_dict(state_dict: Mapping[str, Any]) -> dict[str, np.ndarray]:
 
 def load_torch_state_dict(path: str | os.PathLike) -> dict[str, Any]:
     """Read a PyTorch ``.pth`` state dict (tensors only, no code executed). Needs PyTorch."""
-    if not os.path.isfile(path):
-        raise FileNotFoundError(
-            f"No file at {os.fspath(path)!r}; download pt_inception-2015-12-05-6726825d.pth from "
-            "https://github.com/mseitzer/pytorch-fid/releases/tag/fid_weights"
-        )
-    try:
-        import torch
-    except ImportError as error:
-        raise ImportError(
-            "Reading a .pth needs PyTorch (`pip install torch`, CPU build is enough); "
-            "only this one-time conversion needs it."
-        ) from error
-    state_dict = torch.load(path, map_location="cpu", weights_only=True)
-    if isinstance(state_dict, Mapping) and "state_dict" in state_dict:
-        state_dict = state_dict["state_dict"]
-    if not isinstance(state_dict, Mapping):
-        raise ValueError(
-            f"{os.fspath(path)!r} holds a {type(state_dict).__name__}, not a state dict"
-        )
-    return dict(state_dict)
+    return load_state_dict(
+        path,
+        missing=f"No file at {os.fspath(path)!r}; download pt_inception-2015-12-05-6726825d.pth "
+        "from https://github.com/mseitzer/pytorch-fid/releases/tag/fid_weights",
+    )
 
 
 def sha256_of(path: str | os.PathLike) -> str:
@@ -111,11 +91,8 @@ def sha256_of(path: str | os.PathLike) -> str:
 
 def save_variables(flat: Mapping[str, np.ndarray], path: str | os.PathLike) -> None:
     """Write ``flat`` as an uncompressed ``.npz`` at exactly ``path`` (temp file, then rename)."""
-    path = os.fspath(path)
-    directory = os.path.dirname(os.path.abspath(path))
-    with tempfile.NamedTemporaryFile(dir=directory, suffix=".npz.tmp", delete=False) as file:
+    with fileio.atomic_write(path, "wb") as file:
         np.savez(file, **{key: np.asarray(value, np.float32) for key, value in flat.items()})
-    os.replace(file.name, path)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -8,7 +8,7 @@ Parameter names follow BasicSR's ``RRDBNet`` (``conv_first``, ``body_<i>/rdb<j>/
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import flax.linen as nn
@@ -293,6 +293,22 @@ class Generator(nn.Module):
         out = self._conv(3, "conv_last")([out])
         out = out[:, :h, :w, :].astype(jnp.float32).reshape(b, h, w, 3)
         return out + y.astype(jnp.float32) if self.input_skip else out
+
+
+DTYPE_ATTRIBUTES = ("dtype", "param_dtype")
+
+
+def resolve_dtypes(attributes: Mapping[str, Any], *, names: bool = False) -> dict[str, Any]:
+    """``Generator`` attributes with :data:`DTYPE_ATTRIBUTES` as dtypes (from names such as
+    ``"bfloat16"`` in configs and exports), or with ``names=True`` as names (for JSON).
+
+    The one dtype-name parser of the package; other attributes are returned unchanged.
+    """
+    out = dict(attributes)
+    for key in DTYPE_ATTRIBUTES:
+        if out.get(key) is not None:
+            out[key] = jnp.dtype(out[key]).name if names else jnp.dtype(out[key])
+    return out
 
 
 def abstract_params(generator: Generator) -> Any:

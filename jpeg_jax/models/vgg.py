@@ -21,6 +21,9 @@ import flax.linen as nn
 import jax.numpy as jnp
 import numpy as np
 
+from jpeg_jax import fileio
+from jpeg_jax.models.torch_io import load_state_dict, to_numpy
+
 # (name, in_channels, out_channels) of every 3x3 conv, in order; a 2x2 max-pool follows the last
 # conv of each of the five blocks.
 _BLOCKS = ((64, 2), (128, 2), (256, 4), (512, 4), (512, 4))
@@ -106,45 +109,37 @@ def convert_torchvision_vgg19(
         ValueError: a ``features.{idx}`` conv key is missing or has the wrong shape.
     """
     if isinstance(state_dict, str | os.PathLike):
-        state_dict = _torch_load(state_dict)
+        state_dict = load_state_dict(
+            state_dict,
+            missing=f"VGG19 torchvision weights not found: {os.fspath(state_dict)!r}",
+        )
     params = {}
     for name, index, cin, cout in CONV_LAYERS:
-        weight = _to_numpy(state_dict, f"features.{index}.weight", (cout, cin, 3, 3))
-        bias = _to_numpy(state_dict, f"features.{index}.bias", (cout,))
+        weight = _conv_array(state_dict, f"features.{index}.weight", (cout, cin, 3, 3))
+        bias = _conv_array(state_dict, f"features.{index}.bias", (cout,))
         params[name] = {"kernel": np.ascontiguousarray(weight.transpose(2, 3, 1, 0)), "bias": bias}
     return params
 
 
-def _to_numpy(state_dict: Mapping[str, Any], key: str, shape: Sequence[int]) -> np.ndarray:
+def _conv_array(state_dict: Mapping[str, Any], key: str, shape: Sequence[int]) -> np.ndarray:
     if key not in state_dict:
         raise ValueError(f"not a torchvision VGG19 state_dict: key {key!r} is missing")
-    value = state_dict[key]
-    if hasattr(value, "detach"):  # a torch tensor
-        value = value.detach().cpu().numpy()
-    value = np.asarray(value, np.float32)
+    value = to_numpy(state_dict[key])
     if value.shape != tuple(shape):
         raise ValueError(f"{key}: shape {value.shape}, expected {tuple(shape)} (VGG19 'E')")
     return value
 
 
-def _torch_load(path: str | os.PathLike) -> Mapping[str, Any]:
-    if not os.path.isfile(path):
-        raise FileNotFoundError(f"VGG19 torchvision weights not found: {os.fspath(path)!r}")
-    try:
-        import torch
-    except ImportError as err:
-        raise ImportError("reading a .pth file needs PyTorch (pip install torch)") from err
-    return torch.load(path, map_location="cpu", weights_only=True)
-
-
 def save_vgg19(params: Mapping[str, Mapping[str, np.ndarray]], path: str | os.PathLike) -> None:
-    """Write params (as returned by :func:`convert_torchvision_vgg19`) to an ``.npz`` file."""
+    """Write params (as returned by :func:`convert_torchvision_vgg19`) to an ``.npz`` file at
+    exactly ``path``, atomically (:func:`jpeg_jax.fileio.atomic_write`)."""
     flat = {
         f"{name}/{leaf}": np.asarray(params[name][leaf], np.float32)
         for name in LAYER_NAMES
         for leaf in ("kernel", "bias")
     }
-    np.savez(path, **flat)
+    with fileio.atomic_write(path, "wb") as f:
+        np.savez(f, **flat)
 
 
 def load_vgg19(path: str | os.PathLike) -> dict[str, dict[str, jnp.ndarray]]:
