@@ -200,10 +200,6 @@ def demo_report(generator, params, workdir: str, *, quality: int, seed: int = 0)
     return report
 
 
-# The package's one atomic file write, under the name demo_table.py calls it by.
-write_atomically = fileio.write_file
-
-
 def format_report(report: dict) -> str:
     """One line: PSNR of the JPEG, a sample and the mean; blockiness; consistency; std."""
     r = report["rows"]

@@ -29,7 +29,7 @@ import sys
 import ml_collections
 import numpy as np
 
-from jpeg_jax import demo, export, metrics, sampling
+from jpeg_jax import demo, export, fileio, metrics, sampling
 from jpeg_jax.datasets import embedded
 
 ROWS = ("JPEG", "Regression", "Ours", "Ours-A", "Ours-P", "λ_C = 0", "original")
@@ -230,8 +230,8 @@ def build_table(
         "rows": rows,
         "trends": [{"statement": t, "holds": ok} for t, ok in check_trends(rows)],
     }
-    demo.write_atomically(os.path.join(workdir, "table.json"), json.dumps(table, indent=2))
-    demo.write_atomically(os.path.join(workdir, "table.md"), format_markdown(rows, meta))
+    fileio.write_file(os.path.join(workdir, "table.json"), json.dumps(table, indent=2))
+    fileio.write_file(os.path.join(workdir, "table.md"), format_markdown(rows, meta))
     original = images["original"]
     panels = [(f"{name}\n{_psnr_title(img, original)}", img) for name, img in images.items()]
     boxes = {}

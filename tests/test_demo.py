@@ -225,7 +225,7 @@ def test_tiny_demo_table_end_to_end(tmp_path):
         assert os.path.exists(os.path.join(workdir, sub, "export", "model.json"))
     with open(os.path.join(workdir, "metrics.jsonl")) as f:
         logged = [json.loads(line) for line in f]
-    assert "mse" in logged[0] and "d_loss" not in logged[0]  # steps 1-2: warm-up
+    assert "mse" in logged[0] and "g_adv" not in logged[0]  # steps 1-2: warm-up
     assert "d_loss" in logged[-1]
     rows = table["rows"]
     assert list(rows) == list(demo_table.ROWS)

@@ -16,7 +16,7 @@ from jpeg_helpers import photo, pillow_jpeg
 from model_helpers import random_params
 from PIL import Image
 
-from jpeg_jax import decode, demo, export, fileio, pictures
+from jpeg_jax import decode, export, fileio, pictures
 from jpeg_jax.models import Generator, vgg
 
 UMASKS = [0o022, 0o077]
@@ -122,7 +122,7 @@ def test_decoder_outputs_get_umask_modes(tmp_path, umask):
 def test_pictures_demo_and_vgg_outputs_get_umask_modes(tmp_path, umask):
     picture = Image.fromarray(np.zeros((4, 4, 3), np.uint8))
     pictures.write_pictures({str(tmp_path / "p.png"): picture}, "png", None)
-    demo.write_atomically(str(tmp_path / "table.md"), "| a |\n")
+    fileio.write_file(str(tmp_path / "table.md"), "| a |\n")
     params = {
         name: {"kernel": np.zeros(shapes["kernel"], np.float32), "bias": np.zeros(shapes["bias"])}
         for name, shapes in vgg.PARAM_SHAPES.items()
