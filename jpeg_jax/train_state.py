@@ -102,9 +102,16 @@ def init_state(config, models, optimizers, key: jax.Array, frozen: dict | None =
     """Fresh state (generator optionally initialised from ``config.init_from_export``)."""
     generator, critic = models
     g_tx, d_tx = optimizers
-    g_key, d_key, noise_key = jax.random.split(key, 3)
-    y, qtables = _dummy_batch(config)
-    g_params = generator.init({"params": g_key, "noise": noise_key}, y, qtables)["params"]
+
+    @jax.jit  # one compiled program (cached across launches), not one per initialiser
+    def init_params(key):
+        g_key, d_key, noise_key = jax.random.split(key, 3)
+        y, qtables = _dummy_batch(config)
+        g_params = generator.init({"params": g_key, "noise": noise_key}, y, qtables)["params"]
+        d_params = critic.init(d_key, y, y, qtables)["params"] if config.mode == "gan" else {}
+        return g_params, d_params
+
+    g_params, d_params = init_params(key)
     if config.init_from_export:
         loaded = convert.to_stacking(
             export.load(config.init_from_export).params, scan=generator.scan
@@ -116,9 +123,6 @@ def init_state(config, models, optimizers, key: jax.Array, frozen: dict | None =
         if not same:  # the tree, or a width (num_feat, num_grow_ch)
             raise ValueError(f"{config.init_from_export}: generator architecture differs")
         g_params = jax.tree.map(jnp.asarray, loaded)
-    d_params = {}
-    if config.mode == "gan":
-        d_params = critic.init(d_key, y, y, qtables)["params"]
     return TrainState(
         step=jnp.zeros((), jnp.int32),
         g_params=g_params,
