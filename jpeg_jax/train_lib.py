@@ -26,6 +26,7 @@ from jpeg_jax import (
     checkpoint,
     demo,
     export_checkpoint,
+    fileio,
     input_pipeline,
     jpeg,
     metrics,
@@ -148,8 +149,9 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str):
         raise ValueError(f"batch_size {config.batch_size} % {jax.device_count()} devices != 0")
     os.makedirs(workdir, exist_ok=True)
     if is_chief:  # what `python -m jpeg_jax.export_checkpoint` rebuilds the models from
-        with open(os.path.join(workdir, "config.json"), "w") as f:
-            f.write(config.to_json_best_effort(indent=2))
+        fileio.write_file(
+            os.path.join(workdir, "config.json"), config.to_json_best_effort(indent=2)
+        )
     manager = checkpoint.make_manager(
         workdir,
         save_interval_steps=config.checkpoint_every_steps,

@@ -27,10 +27,11 @@ from train_helpers import (
 from jpeg_jax import checkpoint, export, train_state
 
 # Up to ~1 s (JAX's SIGTERM polling) + the agreement pass between a signal and the stop step:
-# many steps on a fast machine. STEPS leaves room for two preemptions.
-STEPS = 75  # not a multiple of CHECKPOINT_EVERY: the last step is saved by the final save
+# ~10-20 steps on a fast machine (1 step on a loaded 2-core one). STEPS leaves room for two
+# preemptions.
+STEPS = 50  # not a multiple of CHECKPOINT_EVERY: the last step is saved by the final save
 CHECKPOINT_EVERY = 4
-EVAL_EVERY = 25
+EVAL_EVERY = 20
 HEARTBEAT_S = 10
 LIMIT_S = 900  # one launch, start to exit, on a loaded 2-core machine
 FLAGS = (

@@ -4,6 +4,7 @@ resume, preemption of a single process, exports from checkpoints.
 Two-process runs of the whole train.py (end of run, preemption of one process, a lost process)
 are in test_multihost.py."""
 
+import functools
 import logging
 import os
 import signal
@@ -13,7 +14,6 @@ import textwrap
 import time
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 import pytest
 from train_helpers import (
@@ -39,6 +39,7 @@ from jpeg_jax import (
 
 
 def _run_step(config, devices, batch, seed=0):
+    """One step on a mesh of ``devices`` from the state of ``seed``: (new state, metrics)."""
     models = train_state.make_models(config)
     optimizers = train_state.make_optimizers(config)
     mesh = train_step.make_mesh(devices)
@@ -57,12 +58,18 @@ def _max_rel_diff(a, b):
     return max(jax.tree.leaves(diffs))
 
 
+@functools.cache
+def _tiny_step_on(num_devices: int):
+    """The tiny config's step on the first ``num_devices`` devices, on ``synthetic_batch()``
+    (computed once per test process; the compiled programs are shared through the persistent
+    compilation cache)."""
+    return _run_step(tiny_config(), jax.devices()[:num_devices], synthetic_batch())
+
+
 @pytest.mark.slow
 def test_step_on_8_devices_equals_1_device():
-    config = tiny_config()
-    batch = synthetic_batch()
-    s8, m8 = _run_step(config, jax.devices()[:8], batch)
-    s1, m1 = _run_step(config, jax.devices()[:1], batch)
+    s8, m8 = _tiny_step_on(8)
+    s1, m1 = _tiny_step_on(1)
     assert int(s8.step) == 1 and float(m8["skipped"]) == 0
     # Same math, different reduction order across devices: float32 round-off only.
     assert _max_rel_diff(s8.g_params, s1.g_params) < 1e-4
@@ -78,10 +85,9 @@ def test_non_finite_batch_is_skipped():
     batch["x"][0, 0, 0, 0] = np.nan
     models = train_state.make_models(config)
     optimizers = train_state.make_optimizers(config)
-    state = train_state.init_state(config, models, optimizers, jax.random.key(0))
-    before = jax.device_get(state)
-    step = jax.jit(train_step.make_train_step(config, models, optimizers))
-    after, metrics = step(state, {k: jnp.asarray(v) for k, v in batch.items()}, jax.random.key(1))
+    before = jax.device_get(train_state.init_state(config, models, optimizers, jax.random.key(0)))
+    # The 1-device program of test_step_on_8_devices_equals_1_device, on a batch with a NaN.
+    after, metrics = _run_step(config, jax.devices()[:1], batch)
     assert float(metrics["skipped"]) == 1 and int(after.skips) == 1 and int(after.step) == 1
     for a, b in ((after.g_params, before.g_params), (after.ema_params, before.ema_params)):
         jax.tree.map(np.testing.assert_array_equal, jax.device_get(a), b)
@@ -93,7 +99,7 @@ _WORKER = textwrap.dedent(
     import sys
     sys.path.insert(0, {tests!r}); sys.path.insert(0, {root!r})
     from jpeg_jax.platform import configure_xla
-    configure_xla(host_device_count=2)
+    configure_xla(host_device_count=4)
     import jax, numpy as np
     pid = int(sys.argv[1])
     jax.distributed.initialize("localhost:{port}", num_processes=2, process_id=pid)
@@ -101,7 +107,7 @@ _WORKER = textwrap.dedent(
     from jpeg_jax import train_state, train_step
     config = tiny_config()
     batch = synthetic_batch()
-    local = {{k: v[4 * pid : 4 * pid + 4] for k, v in batch.items()}}
+    local = {{k: v[4 * pid : 4 * pid + 4] for k, v in batch.items()}}  # 1 image per device
     models = train_state.make_models(config)
     optimizers = train_state.make_optimizers(config)
     mesh = train_step.make_mesh()
@@ -134,8 +140,8 @@ def test_two_processes_equal_one_process(tmp_path):
         for p in procs:
             p.kill()
     assert codes == [0, 0]
-    s4, _ = _run_step(tiny_config(), jax.devices()[:4], synthetic_batch())
-    expected = jax.tree.leaves(s4.g_params)
+    s8, _ = _tiny_step_on(8)  # 2 processes x 4 devices: the same 8-device mesh in one process
+    expected = jax.tree.leaves(s8.g_params)
     got = np.load(out)
     assert len(got.files) == len(expected)
     for i, e in enumerate(expected):
