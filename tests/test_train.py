@@ -4,7 +4,6 @@ resume, preemption of a single process, exports from checkpoints.
 Two-process runs of the whole train.py (end of run, preemption of one process, a lost process)
 are in test_multihost.py."""
 
-import functools
 import logging
 import os
 import signal
@@ -58,26 +57,6 @@ def _max_rel_diff(a, b):
     return max(jax.tree.leaves(diffs))
 
 
-@functools.cache
-def _tiny_step_on(num_devices: int):
-    """The tiny config's step on the first ``num_devices`` devices, on ``synthetic_batch()``
-    (computed once per test process; the compiled programs are shared through the persistent
-    compilation cache)."""
-    return _run_step(tiny_config(), jax.devices()[:num_devices], synthetic_batch())
-
-
-@pytest.mark.slow
-def test_step_on_8_devices_equals_1_device():
-    s8, m8 = _tiny_step_on(8)
-    s1, m1 = _tiny_step_on(1)
-    assert int(s8.step) == 1 and float(m8["skipped"]) == 0
-    # Same math, different reduction order across devices: float32 round-off only.
-    assert _max_rel_diff(s8.g_params, s1.g_params) < 1e-4
-    assert _max_rel_diff(s8.d_params, s1.d_params) < 1e-4
-    for k in m1:
-        np.testing.assert_allclose(m8[k], m1[k], rtol=1e-4, atol=1e-6)
-
-
 @pytest.mark.slow
 def test_non_finite_batch_is_skipped():
     config = tiny_config()
@@ -86,7 +65,7 @@ def test_non_finite_batch_is_skipped():
     models = train_state.make_models(config)
     optimizers = train_state.make_optimizers(config)
     before = jax.device_get(train_state.init_state(config, models, optimizers, jax.random.key(0)))
-    # The 1-device program of test_step_on_8_devices_equals_1_device, on a batch with a NaN.
+    # The 1-device program of the sharding test below, on a batch with a NaN.
     after, metrics = _run_step(config, jax.devices()[:1], batch)
     assert float(metrics["skipped"]) == 1 and int(after.skips) == 1 and int(after.step) == 1
     for a, b in ((after.g_params, before.g_params), (after.ema_params, before.ema_params)):
@@ -125,7 +104,9 @@ _WORKER = textwrap.dedent(
 
 
 @pytest.mark.slow
-def test_two_processes_equal_one_process(tmp_path):
+def test_step_on_1_device_8_devices_and_2_processes_agree(tmp_path):
+    """One step of the tiny config on 1 device, on 8 devices of one process, and on 2 processes
+    x 4 devices (the same 8-device mesh, each process feeding its half of the batch)."""
     port = free_port()
     script = tmp_path / "worker.py"
     script.write_text(_WORKER.format(tests=str(ROOT / "tests"), root=str(ROOT), port=port))
@@ -135,12 +116,20 @@ def test_two_processes_equal_one_process(tmp_path):
         subprocess.Popen([sys.executable, str(script), str(i), str(out)], env=env) for i in range(2)
     ]
     try:
+        config, batch = tiny_config(), synthetic_batch()
+        s8, m8 = _run_step(config, jax.devices()[:8], batch)
+        s1, m1 = _run_step(config, jax.devices()[:1], batch)
         codes = [p.wait(timeout=600) for p in procs]
     finally:
         for p in procs:
             p.kill()
+    assert int(s8.step) == 1 and float(m8["skipped"]) == 0
+    # Same math, different reduction order across devices: float32 round-off only.
+    assert _max_rel_diff(s8.g_params, s1.g_params) < 1e-4
+    assert _max_rel_diff(s8.d_params, s1.d_params) < 1e-4
+    for k in m1:
+        np.testing.assert_allclose(m8[k], m1[k], rtol=1e-4, atol=1e-6)
     assert codes == [0, 0]
-    s8, _ = _tiny_step_on(8)  # 2 processes x 4 devices: the same 8-device mesh in one process
     expected = jax.tree.leaves(s8.g_params)
     got = np.load(out)
     assert len(got.files) == len(expected)
