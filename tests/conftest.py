@@ -13,9 +13,9 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 _ROOT = pathlib.Path(__file__).resolve().parents[1]
 os.environ.setdefault("JAX_COMPILATION_CACHE_DIR", str(_ROOT / ".pytest_cache" / "jax_cache"))
 os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0.5")
-# XLA:CPU's LLVM backend at optimisation level 0 in this process: the same HLO programs and
-# numerics (no fast-math at either level; convolutions and matmuls are library kernels), compiled
-# ~45 % faster (test_platform: 98 -> 55 CPU-s), which is most of a test's time at test sizes.
+# XLA:CPU's LLVM backend at optimisation level 0 in this process: the same HLO programs (no
+# fast-math at either level; convolutions and matmuls are library kernels), compiled ~45 %
+# faster (test_platform: 98 -> 55 CPU-s), which is most of a test's time at test sizes.
 # Tests only (and the subprocesses that inherit this environment): benchmarks and users keep
 # XLA's default level.
 if "--xla_backend_optimization_level" not in os.environ.get("XLA_FLAGS", ""):
