@@ -130,7 +130,7 @@ def torch_critic(torch, widths=(64, 128, 256, 512), blocks=(3, 4, 6, 3), scale: 
             self.fc = nn.Linear(cin, 1)
 
         def forward(self, x, y):
-            h = F.avg_pool2d(self.stem(torch.cat([x, y], 1)), 2)
+            h = F.max_pool2d(F.leaky_relu(self.stem(torch.cat([x, y], 1)), 0.2), 3, 2, 1)
             phi = F.leaky_relu(self.body(h), 0.2).mean((2, 3))
             return self.fc(phi)[:, 0]
 

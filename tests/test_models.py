@@ -16,12 +16,13 @@ from flax import traverse_util
 from model_helpers import random_params
 from train_helpers import tiny_config
 
-from jpeg_jax import export, jpeg, sampling, train_state
+from jpeg_jax import export, jpeg, losses, sampling, train_state
 from jpeg_jax.models import Critic, Generator, convert
 from jpeg_jax.models.layers import noise_key, pixel_unshuffle
 
 TINY = dict(num_feat=8, num_block=2, num_grow_ch=4)
 TINY_CRITIC = dict(widths=(8, 8, 16, 16), blocks=(1, 1, 1, 1))
+_EMBEDDED = ("astronaut", "chelsea", "coffee", "rocket", "motorcycle", "hubble_deep_field")
 
 
 def _count(tree) -> int:
@@ -265,6 +266,68 @@ def test_critic_has_no_normalisation_and_is_per_sample():
     np.testing.assert_allclose(logits, single, rtol=1e-5, atol=1e-6)
     # It does look at y.
     assert float(jnp.max(jnp.abs(_critic(critic, variables, x, y[::-1]) - logits))) > 0
+
+
+def _sharp_and_blurred_patches(names, count, seed, side=32):
+    """``count`` random patches of the embedded photos (half-size: about the demo's scale), their
+    Gaussian-blurred versions (sigma 0.6 px: a mildly smooth, MMSE-like restoration) and their
+    JPEG decodes at quality 10."""
+    import io
+
+    import scipy.ndimage
+    from PIL import Image
+
+    from jpeg_jax.datasets import embedded
+
+    rng = np.random.default_rng(seed)
+    photos = [embedded.load_photo(n)[::2, ::2] for n in names]
+    x = []
+    for _ in range(count):
+        photo = photos[rng.integers(len(photos))]
+        i, j = (rng.integers(d - side) for d in photo.shape[:2])
+        x.append(photo[i : i + side, j : j + side])
+    x = np.stack(x)
+    blurred = scipy.ndimage.gaussian_filter(x.astype(np.float32), sigma=(0, 0.6, 0.6, 0))
+    y = []
+    for patch in x:
+        buf = io.BytesIO()
+        Image.fromarray(patch).save(buf, format="JPEG", quality=10)
+        y.append(np.asarray(Image.open(buf).convert("RGB")))
+    return x / np.float32(255), blurred / np.float32(255), np.stack(y) / np.float32(255)
+
+
+def test_critic_learns_to_tell_sharp_from_blurred():
+    """The critic's job in the demo and the paper: tell the original from a smooth restoration
+    given the JPEG. Trained 100 steps with its loss and R1 (weight 1, as configured) on patches
+    of five photos, it must rank held-out originals above their blurred versions. A stem that
+    averages its linear responses (no activation before a 2x2 average pool) stays near chance
+    here (0.5-0.6 after 300 steps; the current stem: 0.99 after 50)."""
+    critic = Critic(**TINY_CRITIC)
+    train = _sharp_and_blurred_patches(tuple(n for n in _EMBEDDED if n != "astronaut"), 512, seed=0)
+    test = _sharp_and_blurred_patches(("astronaut",), 128, seed=1)
+    params = critic.init(jax.random.key(0), train[0][:1], train[2][:1])["params"]
+    tx = optax.adam(2e-3, b1=0.9, b2=0.99)
+
+    @jax.jit
+    def step(params, opt_state, x, fake, y):
+        def loss_fn(p):
+            fn = lambda images, cond: critic.apply({"params": p}, images, cond)  # noqa: E731
+            r1, real = losses.r1_penalty_and_logits(fn, x, y, weight=1.0)
+            return losses.critic_loss(real, fn(fake, y)) + r1
+
+        updates, opt_state = tx.update(jax.grad(loss_fn)(params), opt_state, params)
+        return optax.apply_updates(params, updates), opt_state
+
+    opt_state = tx.init(params)
+    rng = np.random.default_rng(2)
+    for _ in range(100):
+        idx = rng.choice(len(train[0]), 16, replace=False)
+        params, opt_state = step(params, opt_state, *(a[idx] for a in train))
+    x, fake, y = test
+    real = critic.apply({"params": params}, x, y)
+    blurred = critic.apply({"params": params}, fake, y)
+    pairwise = float(jnp.mean(real > blurred))  # per held-out patch: original vs its blur
+    assert pairwise >= 0.9, pairwise
 
 
 def test_critic_qtable_projection():

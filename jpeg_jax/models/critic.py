@@ -12,9 +12,11 @@ Choices (the appendix only says "a plain ResNet34"):
   cost; a separate y branch would only add parameters.
 - Optional quantization-table conditioning (``film=True``), projection-discriminator style
   (Miyato & Koyama 2018): logit = fc(phi) + <embed(qtables), phi>, phi the pooled features.
-- Downsampling by 32 in total (stride-2 7x7 stem, 2x2 average pool, three stride-2 stages), so
-  inputs must be multiples of 32 (128 -> 4x4 final map); average pooling rather than ResNet's
-  max pooling keeps the R1 double-backward smooth.
+- ResNet's stem: stride-2 7x7 conv, activation, 3x3 stride-2 max pool (padding 1); then three
+  stride-2 stages: downsampling by 32 in total, so inputs must be multiples of 32 (128 -> 4x4
+  final map). The activation and max pool matter: a stem that averages its linear responses
+  (no activation, 2x2 average pool) cannot tell a blurred restoration from the original, and at
+  demo scale such a critic stayed at chance (``benchmarks/RESULTS.md``, "Demo results").
 """
 
 from __future__ import annotations
@@ -95,7 +97,7 @@ class Critic(nn.Module):
             self.widths[0], (7, 7), (2, 2), dtype=self.dtype, param_dtype=self.param_dtype,
             name="stem",
         )(h)  # fmt: skip
-        h = nn.avg_pool(h, (2, 2), (2, 2))
+        h = nn.max_pool(leaky_relu(h), (3, 3), (2, 2), padding=((1, 1), (1, 1)))
         for s, (width, n) in enumerate(zip(self.widths, self.blocks, strict=True)):
             for i in range(n):
                 h = BasicBlock(
