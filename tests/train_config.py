@@ -22,6 +22,7 @@ def get_config():
     g.num_feat, g.num_block, g.num_grow_ch = 8, 1, 4
     config.model.critic.widths = (8, 8, 8, 8)
     config.model.critic.blocks = (1, 1, 1, 1)
+    config.loss.fm_weight = 1.0  # the paper's (the demo pulls harder with one image: demo.py)
     config.loss.fm_every = 2
     config.loss.fm_num_images = 2
     config.loss.fm_num_samples = 2
