@@ -57,6 +57,9 @@ def default_data_config() -> ml_collections.ConfigDict:
             "eval_split": "test",
             "patch_size": 128,  # training patch side (paper: 128).
             "max_crop_side": 0,  # largest random crop side resized to the patch (0: short side).
+            # Each patch's R, G, B in a random order (not in the paper): a colour-neutral prior
+            # from few photos (the demo's 7), whose own colours a model otherwise memorises.
+            "permute_channels": False,
             "quality_mode": "fixed",  # "fixed" | "uniform" | "blind" (paper's blind sampler).
             "quality": 5,  # fixed mode.
             "quality_min": 5,  # uniform / blind lower bound (inclusive).
@@ -207,6 +210,8 @@ def build_train_dataset(
         seed_i = tf.stack([tf.constant(example_key, tf.int64), i])
         patch_seed, quality_seed = tf.unstack(tf.random.experimental.stateless_split(seed_i, 2))
         x = transforms.random_patch(data, patch_seed, c.patch_size, c.max_crop_side)
+        if c.permute_channels:
+            x = transforms.permute_channels(x, tf.random.experimental.stateless_fold_in(seed_i, 1))
         quality = transforms.sample_quality(
             quality_seed,
             c.quality_mode,

@@ -128,6 +128,52 @@ def test_patch_of_patch_sized_image_is_exact_and_flips_half_the_time():
     assert abs(flips - n / 2) < 4 * math.sqrt(n / 4)  # binomial(200, 0.5), 4 sigma
 
 
+def test_permute_channels_draws_each_of_the_six_orders_evenly():
+    image = np.arange(4 * 5 * 3, dtype=np.uint8).reshape(4, 5, 3)
+    n, counts = 600, {}
+    for s in range(n):
+        out = transforms.permute_channels(tf.constant(image), tf.constant([s, 7], tf.int64))
+        out = out.numpy()
+        order = tuple(int(out[0, 0, c]) for c in range(3))  # image[0, 0] = (0, 1, 2)
+        np.testing.assert_array_equal(out, image[..., list(order)])
+        counts[order] = counts.get(order, 0) + 1
+    assert len(counts) == 6
+    for count in counts.values():  # binomial(600, 1/6): mean 100, sigma 9.1; 4 sigma
+        assert abs(count - n / 6) < 4 * math.sqrt(n * (1 / 6) * (5 / 6)), counts
+    seed = tf.constant([3, 7], tf.int64)
+    a = transforms.permute_channels(tf.constant(image), seed).numpy()
+    np.testing.assert_array_equal(a, transforms.permute_channels(tf.constant(image), seed))
+
+
+def test_train_batches_with_permuted_channels_are_the_same_patches_reordered():
+    plain, permuted = (
+        next(
+            input_pipeline.create_train_dataset(
+                _config(permute_channels=flag, quality=10),
+                batch_size_per_process=8,
+                seed=2,
+                process_index=0,
+                process_count=1,
+            )
+        )
+        for flag in (False, True)
+    )
+    orders = set()
+    for x, x_perm, y_perm in zip(plain["x"], permuted["x"], permuted["y"], strict=True):
+        order = None
+        for candidate in ((0, 1, 2), (0, 2, 1), (1, 0, 2), (1, 2, 0), (2, 0, 1), (2, 1, 0)):
+            if np.array_equal(x[..., list(candidate)], x_perm):
+                order = candidate
+        assert order is not None, "not a channel permutation of the same patch"
+        orders.add(order)
+        # y is the libjpeg file of the permuted patch (the permutation comes before the JPEG).
+        x8 = np.round(x_perm * 255).astype(np.uint8)
+        expected = _pillow_decode(_pillow_jpeg(x8, 10))
+        np.testing.assert_array_equal(np.round(y_perm * 255).astype(np.uint8), expected)
+    assert len(orders) > 1
+    np.testing.assert_array_equal(plain["qtables"], permuted["qtables"])
+
+
 def test_jpeg_source_crop_decode_matches_full_decode():
     image = _natural(100, 131)
     jpeg = _pillow_jpeg(image, 90)

@@ -131,6 +131,12 @@ def random_patch(data: tf.Tensor, seed: tf.Tensor, patch_size: int, max_side: in
     return tf.ensure_shape(patch, [patch_size, patch_size, 3])
 
 
+def permute_channels(image: tf.Tensor, seed: tf.Tensor) -> tf.Tensor:
+    """``image`` (..., 3) with its channels in one of the 6 orders, uniformly (stateless ``seed``)."""
+    order = tf.argsort(tf.random.stateless_uniform([3], seed))
+    return tf.gather(image, order, axis=-1)
+
+
 def center_crop(image: tf.Tensor, size: int) -> tf.Tensor:
     """Central ``size`` x ``size`` crop (size 0: image unchanged); short sides < size upscaled."""
     if size == 0:
