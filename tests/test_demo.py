@@ -195,8 +195,9 @@ def test_check_trends_flags_each_broken_trend(broken, index):
 
 
 # Trends of Table 4 the committed demo run (docs/demo_table.json) does not show yet: the demo's
-# lambda_C = 0 model is the least consistent in luma but its regression model's colour is less
-# consistent (issue 18; benchmarks/RESULTS.md, "Demo results").
+# lambda_C = 0 model is the least consistent in luma (and on grey photos) but its regression
+# model, which memorises the seven training photos' colours, drifts further in colour (issue 18;
+# benchmarks/RESULTS.md, "Demo results": data.permute_channels shows the trend, at +0.78 dB).
 NOT_YET_SHOWN = ("λ_C = 0 is the least consistent (largest consistency RMSE)",)
 
 

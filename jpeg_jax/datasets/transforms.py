@@ -132,7 +132,7 @@ def random_patch(data: tf.Tensor, seed: tf.Tensor, patch_size: int, max_side: in
 
 
 def permute_channels(image: tf.Tensor, seed: tf.Tensor) -> tf.Tensor:
-    """``image`` (..., 3) with its channels in one of the 6 orders, uniformly (stateless ``seed``)."""
+    """``image`` (..., 3) with its channels in one of the 6 orders, uniformly, by ``seed``."""
     order = tf.argsort(tf.random.stateless_uniform([3], seed))
     return tf.gather(image, order, axis=-1)
 
