@@ -5,12 +5,12 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import pathlib
 import subprocess
 import sys
 
 import pytest
+from train_helpers import subprocess_env
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 
@@ -50,8 +50,7 @@ def test_peak_table_matches_device_kinds():
 @pytest.mark.slow
 def test_accelerator_benchmark_tiny_run_writes_complete_json(tmp_path):
     out = tmp_path / "accelerator.json"
-    env = {**os.environ, "JPEG_JAX_HUGE_PAGES": "0"}
-    env.pop("XLA_FLAGS", None)  # one CPU device, as a user's run
+    env = {**subprocess_env(), "JPEG_JAX_HUGE_PAGES": "0"}  # one CPU device, as a user's run
     cmd = [sys.executable, "benchmarks/accelerator.py", "--tiny", "--cases", "fm_on"]
     cmd += ["--peak-tflops", "2", "--budget-s", "1e9", "--warmup", "1", "--out", str(out)]
     proc = subprocess.run(

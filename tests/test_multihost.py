@@ -8,7 +8,6 @@ bounded: a hang fails the test and every process is killed.
 """
 
 import json
-import os
 import re
 import signal
 
@@ -19,6 +18,7 @@ from train_helpers import (
     Processes,
     free_port,
     free_slurm_job_id,
+    subprocess_env,
     tiny_config,
     train_command,
     wait_for_step,
@@ -51,10 +51,9 @@ def _launch(processes: Processes, workdir, *flags, name: str, how: str = "slurm"
     "env": ``JAX_COORDINATOR_ADDRESS``, ``JAX_NUM_PROCESSES``, ``JAX_PROCESS_ID`` only;
     "flags": ``--config.coordinator_address``, ``num_processes`` and ``process_id`` only.
     """
-    drop = ("XLA_FLAGS", "TF_CPP_MIN_LOG_LEVEL", "SLURM_", "OMPI_", "JAX_COORDINATOR")
-    env = {k: v for k, v in os.environ.items() if not k.startswith(drop)}
+    drop = ("TF_CPP_MIN_LOG_LEVEL", "SLURM_", "OMPI_", "JAX_COORDINATOR")
+    env = subprocess_env(1, drop=drop)
     env = {k: v for k, v in env.items() if k not in ("JAX_NUM_PROCESSES", "JAX_PROCESS_ID")}
-    env["XLA_FLAGS"] = "--xla_force_host_platform_device_count=1"
     job_id, coordinator = free_slurm_job_id(), f"localhost:{free_port()}"
     procs = []
     for i in range(2):

@@ -20,6 +20,7 @@ from train_helpers import (
     Processes,
     free_port,
     logged_steps,
+    subprocess_env,
     synthetic_batch,
     tiny_config,
     train_command,
@@ -110,7 +111,7 @@ def test_step_on_1_device_8_devices_and_2_processes_agree(tmp_path):
     port = free_port()
     script = tmp_path / "worker.py"
     script.write_text(_WORKER.format(tests=str(ROOT / "tests"), root=str(ROOT), port=port))
-    env = {k: v for k, v in os.environ.items() if k != "XLA_FLAGS"}
+    env = subprocess_env(4)
     out = tmp_path / "params.npz"
     procs = [
         subprocess.Popen([sys.executable, str(script), str(i), str(out)], env=env) for i in range(2)

@@ -49,6 +49,22 @@ def train_command(workdir, *flags) -> list[str]:
     ]
 
 
+def subprocess_env(device_count: int | None = None, drop: tuple[str, ...] = ()) -> dict:
+    """This session's environment for a subprocess with ``device_count`` simulated CPU devices
+    (None: JAX's one), without the variables whose names start with ``drop``.
+
+    The session's other XLA flags stay (tests/conftest.py: LLVM optimisation level 0), so the
+    subprocess compiles as fast as the tests do and shares their compilation cache entries.
+    """
+    env = {k: v for k, v in os.environ.items() if not (drop and k.startswith(drop))}
+    count = "--xla_force_host_platform_device_count"
+    flags = [f for f in env.get("XLA_FLAGS", "").split() if not f.startswith(count)]
+    if device_count is not None:
+        flags.append(f"{count}={device_count}")
+    env["XLA_FLAGS"] = " ".join(flags)
+    return env
+
+
 def free_slurm_job_id(rng=None) -> int:
     """A SLURM job id whose coordinator port (JAX: ``61440 + id % 4096``) is free right now.
 
