@@ -23,7 +23,6 @@ configure_xla()
 import argparse  # noqa: E402
 import json  # noqa: E402
 import os  # noqa: E402
-import shutil  # noqa: E402
 import sys  # noqa: E402
 
 import jax.numpy as jnp  # noqa: E402
@@ -52,16 +51,10 @@ def export_step(workdir: str, step: int) -> str:
     out = os.path.join(CACHE, f"{key}_{step}")
     if os.path.exists(os.path.join(out, "model.json")):
         return out
-    checkpoint_dir = os.path.join(workdir, "checkpoints", str(step))
-    if not os.path.isdir(checkpoint_dir):
-        raise SystemExit(f"error: {workdir} has no checkpoint at step {step}")
-    one = out + ".run"  # a working directory holding only this checkpoint
-    shutil.rmtree(one, ignore_errors=True)
-    os.makedirs(os.path.join(one, "checkpoints"))
-    shutil.copy(os.path.join(workdir, "config.json"), os.path.join(one, "config.json"))
-    os.symlink(os.path.abspath(checkpoint_dir), os.path.join(one, "checkpoints", str(step)))
-    export_checkpoint.export_latest_checkpoint(one, out)
-    shutil.rmtree(one)
+    try:
+        export_checkpoint.export_latest_checkpoint(workdir, out, step=step)
+    except export.ExportError as e:
+        raise SystemExit(f"error: {e}") from None
     return out
 
 

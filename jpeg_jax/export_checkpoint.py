@@ -1,6 +1,6 @@
 """Write exports from training: the EMA generator of a train state or of a run's checkpoint.
 
-Command line (export the latest checkpoint of a training run)::
+Command line (export the latest checkpoint of a training run, or with ``--step N`` checkpoint N)::
 
     python -m jpeg_jax.export_checkpoint --workdir runs/demo --out exports/demo
 """
@@ -42,20 +42,30 @@ def load_run_config(workdir: str) -> ml_collections.ConfigDict:
         return ml_collections.ConfigDict(json.load(f))
 
 
-def export_latest_checkpoint(workdir: str, out: str) -> str:
-    """Export the EMA generator of the latest complete checkpoint in a training ``workdir``.
+def export_latest_checkpoint(workdir: str, out: str, *, step: int | None = None) -> str:
+    """Export the EMA generator of the latest complete checkpoint in a training ``workdir``, or
+    of its checkpoint ``step`` when given.
 
     Raises:
-      ExportError: no training directory or no complete checkpoint there.
+      ExportError: no training directory, no complete checkpoint there, or none at ``step``.
     """
     config = load_run_config(workdir)
     config.init_from_export = ""  # the checkpoint holds the trained weights
-    models = train_state.make_models(config)
-    optimizers = train_state.make_optimizers(config)
-    state = train_state.init_state(config, models, optimizers, jax.random.key(0))
     manager = checkpoint.make_manager(workdir, read_only=True)
     try:
-        restored = checkpoint.restore_latest(manager, state)
+        steps = manager.all_steps()
+        if step is not None and step not in steps:
+            available = ", ".join(str(s) for s in sorted(steps)) or "none"
+            raise export.ExportError(
+                f"{workdir}: no complete checkpoint at step {step} (steps: {available})"
+            )
+        models = train_state.make_models(config)
+        optimizers = train_state.make_optimizers(config)
+        state = train_state.init_state(config, models, optimizers, jax.random.key(0))
+        if step is None:
+            restored = checkpoint.restore_latest(manager, state)
+        else:
+            restored = checkpoint.restore(manager, state, step)
     finally:
         manager.close()
     if restored is None:
@@ -69,13 +79,14 @@ def main(argv=None) -> int:
     configure_xla()
     parser = argparse.ArgumentParser(
         prog="python -m jpeg_jax.export_checkpoint",
-        description="Export the EMA generator of a training run's latest checkpoint.",
+        description="Export the EMA generator of a training run's checkpoint.",
     )
     parser.add_argument("--workdir", required=True, help="training directory (train.py --workdir)")
     parser.add_argument("--out", required=True, help="export directory to write")
+    parser.add_argument("--step", type=int, help="checkpoint step to export (default: the latest)")
     args = parser.parse_args(argv)
     try:
-        path = export_latest_checkpoint(args.workdir, args.out)
+        path = export_latest_checkpoint(args.workdir, args.out, step=args.step)
     except (export.ExportError, OSError, ValueError) as e:
         print(f"export_checkpoint: error: {e}", file=sys.stderr)
         return 1

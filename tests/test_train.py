@@ -325,6 +325,42 @@ def test_export_errors_are_clear(tmp_path):
     assert export_checkpoint.main(["--workdir", empty, "--out", str(tmp_path / "x")]) == 1
 
 
+def test_export_of_a_chosen_checkpoint_step(tmp_path, capsys):
+    """``step=`` (CLI ``--step``) exports that checkpoint's EMA params; a missing step is an
+    error naming the steps there."""
+    config = tiny_config()
+    (tmp_path / "config.json").write_text(config.to_json_best_effort(indent=2))
+    models, optimizers = train_state.make_models(config), train_state.make_optimizers(config)
+    template = train_state.init_state(config, models, optimizers, jax.random.key(0))
+    manager = checkpoint.make_manager(str(tmp_path))
+    for step in (2, 4):  # EMA params that differ between the steps
+        ema = jax.tree.map(lambda a, s=step: a + s, template.ema_params)
+        state = template.replace(step=np.asarray(step, template.step.dtype), ema_params=ema)
+        assert checkpoint.save(manager, state, force=True)
+    manager.wait_until_finished()
+    manager.close()
+    manager = checkpoint.make_manager(str(tmp_path), read_only=True)
+    saved = {step: jax.device_get(checkpoint.restore(manager, template, step)) for step in (2, 4)}
+    manager.close()
+
+    path = export_checkpoint.export_latest_checkpoint(str(tmp_path), str(tmp_path / "e"), step=2)
+    cli = ("--workdir", str(tmp_path), "--out")
+    assert export_checkpoint.main([*cli, str(tmp_path / "cli2"), "--step", "2"]) == 0
+    assert export_checkpoint.main([*cli, str(tmp_path / "latest")]) == 0
+    for out, step in ((path, 2), (tmp_path / "cli2", 2), (tmp_path / "latest", 4)):
+        loaded = export.load(out)
+        assert loaded.metadata["step"] == step
+        jax.tree.map(np.testing.assert_array_equal, loaded.params, saved[step].ema_params)
+
+    missing = r"no complete checkpoint at step 3 \(steps: 2, 4\)"
+    with pytest.raises(export.ExportError, match=missing):
+        export_checkpoint.export_latest_checkpoint(str(tmp_path), str(tmp_path / "e3"), step=3)
+    capsys.readouterr()
+    assert export_checkpoint.main([*cli, str(tmp_path / "e3"), "--step", "3"]) == 1
+    assert "steps: 2, 4" in capsys.readouterr().err
+    assert not (tmp_path / "e3").exists()
+
+
 def test_training_modules_form_no_import_cycle():
     """export.py is the file format only: it imports no training module, and the training
     modules import each other in one direction."""
