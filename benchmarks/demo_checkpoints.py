@@ -31,25 +31,66 @@ import numpy as np  # noqa: E402
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from benchmarks import bench_utils  # noqa: E402
 from benchmarks.demo_variants import PHOTOS, load_photo  # noqa: E402
-from jpeg_jax import demo, export, export_checkpoint  # noqa: E402
+from jpeg_jax import checkpoint, demo, export, export_checkpoint  # noqa: E402
+from jpeg_jax.jpeg.color import rgb_to_ycbcr  # noqa: E402
 from jpeg_jax.jpeg.consistency import libjpeg_compress  # noqa: E402
 
 QUALITY = 10
 NUM_SAMPLES = 4
 CACHE = os.path.join("runs", "demo_checkpoints")
 OUT = os.path.join("benchmarks", "results", "demo_checkpoints.json")
-# Rows of jpeg_jax's RGB -> YCbCr (JFIF), for the colour split of the round-trip error.
-YCBCR = np.array(
-    [[0.299, 0.587, 0.114], [-0.168736, -0.331264, 0.5], [0.5, -0.418688, -0.081312]],
-    np.float32,
-)
+
+
+def export_dir(workdir: str, step: int) -> str:
+    """The cached export of ``workdir``'s checkpoint ``step``."""
+    key = os.path.abspath(workdir).strip("/").replace("/", "_")
+    return os.path.join(CACHE, f"{key}_{step}")
+
+
+def is_cached(workdir: str, step: int) -> bool:
+    """Whether that export is on disk."""
+    return os.path.exists(os.path.join(export_dir(workdir, step), "model.json"))
+
+
+def parse_runs(specs: list[str]) -> list[tuple[str, int]]:
+    """The ``(workdir, step)`` pairs of ``WORKDIR:STEP[,STEP...]`` specs, each one with a cached
+    export or a complete checkpoint in a training directory.
+
+    Raises:
+      ValueError: a spec not of that form, or a step with neither.
+    """
+    runs = []
+    for spec in specs:
+        workdir, _, steps = spec.rpartition(":")
+        try:
+            numbers = [int(s) for s in steps.split(",")]
+        except ValueError:
+            numbers = []
+        if not workdir or not numbers:
+            raise ValueError(f"{spec!r} is not WORKDIR:STEP[,STEP...]")
+        missing = [step for step in numbers if not is_cached(workdir, step)]
+        if missing:
+            if not os.path.isfile(os.path.join(workdir, "config.json")):
+                raise ValueError(f"{workdir}: no config.json (not a jpeg_jax training directory)")
+            manager = checkpoint.make_manager(workdir, read_only=True)
+            available = manager.all_steps()
+            manager.close()
+            absent = [str(step) for step in missing if step not in available]
+            if absent:
+                word = "step" if len(absent) == 1 else "steps"
+                there = ", ".join(map(str, sorted(available))) or "none"
+                raise ValueError(
+                    f"{workdir}: no complete checkpoint at {word} {', '.join(absent)}"
+                    f" (steps: {there})"
+                )
+        runs += [(workdir, step) for step in numbers]
+    return runs
 
 
 def export_step(workdir: str, step: int) -> str:
     """Export directory of ``workdir``'s checkpoint ``step`` (written once, then reused)."""
-    key = os.path.abspath(workdir).strip("/").replace("/", "_")
-    out = os.path.join(CACHE, f"{key}_{step}")
-    if os.path.exists(os.path.join(out, "model.json")):
+    out = export_dir(workdir, step)
+    if is_cached(workdir, step):
         return out
     try:
         export_checkpoint.export_latest_checkpoint(workdir, out, step=step)
@@ -62,9 +103,13 @@ def metrics(images: np.ndarray, x: np.ndarray, image) -> dict[str, float]:
     """The table's metrics of ``(N, H, W, 3)`` restorations plus the Y/Cb/Cr consistency split."""
     values = demo.image_metrics(images, x / np.float32(255.0), image)
     trip = libjpeg_compress(jnp.asarray(images), image.qtables, subsampling=image.subsampling)
-    error = np.asarray(trip, np.float32) - image.pixels.astype(np.float32)
-    for name, row in zip(("y", "cb", "cr"), YCBCR, strict=True):
-        values[f"consistency_{name}"] = float(np.sqrt(np.mean(np.square(error @ row))))
+    # The Y, Cb, Cr of the error are the differences of the planes (their chroma offsets cancel).
+    planes = (
+        rgb_to_ycbcr(np.asarray(trip, np.float32)),
+        rgb_to_ycbcr(image.pixels.astype(np.float32)),
+    )
+    for name, got, want in zip(("y", "cb", "cr"), *planes, strict=True):
+        values[f"consistency_{name}"] = float(np.sqrt(np.mean(np.square(got - want))))
     return values
 
 
@@ -87,6 +132,10 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("runs", nargs="+", help="WORKDIR:STEP[,STEP...]")
     args = parser.parse_args()
+    try:
+        runs = parse_runs(args.runs)
+    except ValueError as e:
+        parser.error(str(e))
     record = {}
     if os.path.exists(OUT):
         with open(OUT) as f:
@@ -99,19 +148,15 @@ def main() -> None:
         " | consistency, 4 samples |"
     )
     print("|---|---:|---|" + "---:|" * 8)
-    for spec in args.runs:
-        workdir, _, steps = spec.rpartition(":")
-        if not workdir or not steps:
-            raise SystemExit(f"error: {spec!r} is not WORKDIR:STEP[,STEP...]")
-        for step in (int(s) for s in steps.split(",")):
-            result = evaluate(export_step(workdir, step))
-            record["runs"][f"{os.path.abspath(workdir)}:{step}"] = result
-            for photo, r in result.items():
-                d, s = r["deterministic"], r["samples"]
-                keys = ("psnr", "consistency_rmse", "consistency_y", "consistency_cb")
-                cells = [f"{d[k]:.2f}" for k in (*keys, "consistency_cr", "in_bin")]
-                cells += [f"{s['psnr']:.2f}", f"{s['consistency_rmse']:.2f}"]
-                print(f"| {workdir} | {step} | {photo} | " + " | ".join(cells) + " |", flush=True)
+    for workdir, step in runs:
+        result = evaluate(export_step(workdir, step))
+        record["runs"][f"{os.path.abspath(workdir)}:{step}"] = result
+        for photo, r in result.items():
+            d, s = r["deterministic"], r["samples"]
+            keys = ("psnr", "consistency_rmse", "consistency_y", "consistency_cb")
+            cells = [f"{d[k]:.2f}" for k in (*keys, "consistency_cr", "in_bin")]
+            cells += [f"{s['psnr']:.2f}", f"{s['consistency_rmse']:.2f}"]
+            print(f"| {workdir} | {step} | {photo} | " + " | ".join(cells) + " |", flush=True)
     bench_utils.write_json(OUT, record)
 
 
