@@ -267,10 +267,10 @@ def test_critic_has_no_normalisation_and_is_per_sample():
     assert float(jnp.max(jnp.abs(_critic(critic, variables, x, y[::-1]) - logits))) > 0
 
 
-def _sharp_and_blurred_patches(names, count, seed, side=32):
-    """``count`` random patches of the embedded photos (half-size: about the demo's scale), their
-    Gaussian-blurred versions (sigma 0.6 px: a mildly smooth, MMSE-like restoration) and their
-    JPEG decodes at quality 10."""
+def _sharp_and_blurred_patches(split, count, seed, side=32):
+    """``count`` random patches of the embedded photos of ``split`` (half-size: about the demo's
+    scale), their Gaussian-blurred versions (sigma 0.6 px: a mildly smooth, MMSE-like
+    restoration) and their JPEG decodes at quality 10."""
     import io
 
     import scipy.ndimage
@@ -280,7 +280,7 @@ def _sharp_and_blurred_patches(names, count, seed, side=32):
     from jpeg_jax.datasets import embedded
 
     rng = np.random.default_rng(seed)
-    photos = [embedded.load_photo(n)[::2, ::2] for n in names]
+    photos = [embedded.load_photo(n)[::2, ::2] for n in embedded.split_names(split)]
     x = []
     for _ in range(count):
         photo = photos[rng.integers(len(photos))]
@@ -302,10 +302,8 @@ def test_critic_learns_to_tell_sharp_from_blurred():
     that averages its linear responses (no activation before a 2x2 average pool) stays near chance
     here (0.5-0.6 after 300 steps; the current stem: 0.99 after 50)."""
     critic = Critic(**TINY_CRITIC)
-    from jpeg_jax.datasets import embedded
-
-    train = _sharp_and_blurred_patches(embedded.split_names("train"), 512, seed=0)
-    test = _sharp_and_blurred_patches(embedded.split_names("test"), 128, seed=1)
+    train = _sharp_and_blurred_patches("train", 512, seed=0)
+    test = _sharp_and_blurred_patches("test", 128, seed=1)
     params = critic.init(jax.random.key(0), train[0][:1], train[2][:1])["params"]
     tx = optax.adam(2e-3, b1=0.9, b2=0.99)
 
