@@ -31,7 +31,7 @@ import numpy as np  # noqa: E402
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from benchmarks import bench_utils  # noqa: E402
 from benchmarks.demo_variants import PHOTOS, load_photo  # noqa: E402
-from jpeg_jax import checkpoint, demo, export, export_checkpoint  # noqa: E402
+from jpeg_jax import demo, export, export_checkpoint  # noqa: E402
 from jpeg_jax.jpeg.color import rgb_to_ycbcr  # noqa: E402
 from jpeg_jax.jpeg.consistency import libjpeg_compress  # noqa: E402
 
@@ -70,19 +70,10 @@ def parse_runs(specs: list[str]) -> list[tuple[str, int]]:
             raise ValueError(f"{spec!r} is not WORKDIR:STEP[,STEP...]")
         missing = [step for step in numbers if not is_cached(workdir, step)]
         if missing:
-            if not os.path.isfile(os.path.join(workdir, "config.json")):
-                raise ValueError(f"{workdir}: no config.json (not a jpeg_jax training directory)")
-            manager = checkpoint.make_manager(workdir, read_only=True)
-            available = manager.all_steps()
-            manager.close()
-            absent = [str(step) for step in missing if step not in available]
-            if absent:
-                word = "step" if len(absent) == 1 else "steps"
-                there = ", ".join(map(str, sorted(available))) or "none"
-                raise ValueError(
-                    f"{workdir}: no complete checkpoint at {word} {', '.join(absent)}"
-                    f" (steps: {there})"
-                )
+            try:
+                export_checkpoint.check_steps(workdir, missing)
+            except export.ExportError as e:
+                raise ValueError(str(e)) from None
         runs += [(workdir, step) for step in numbers]
     return runs
 
@@ -93,7 +84,7 @@ def export_step(workdir: str, step: int) -> str:
     if is_cached(workdir, step):
         return out
     try:
-        export_checkpoint.export_latest_checkpoint(workdir, out, step=step)
+        export_checkpoint.export_run(workdir, out, step=step)
     except export.ExportError as e:
         raise SystemExit(f"error: {e}") from None
     return out

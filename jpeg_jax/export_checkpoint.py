@@ -42,26 +42,46 @@ def load_run_config(workdir: str) -> ml_collections.ConfigDict:
         return ml_collections.ConfigDict(json.load(f))
 
 
-def export_latest_checkpoint(workdir: str, out: str, *, step: int | None = None) -> str:
-    """Export the EMA generator of the latest complete checkpoint in a training ``workdir``, or
-    of its checkpoint ``step`` when given.
+def check_steps(workdir: str, steps) -> list[int]:
+    """The complete checkpoint steps of a training ``workdir``, after checking it holds each of
+    ``steps``.
+
+    Raises:
+      ExportError: no training directory, or one of ``steps`` has no complete checkpoint there
+        (the message names the steps present).
+    """
+    load_run_config(workdir)
+    manager = checkpoint.make_manager(workdir, read_only=True)
+    try:
+        available = sorted(manager.all_steps())
+    finally:
+        manager.close()
+    absent = [str(step) for step in steps if step not in available]
+    if absent:
+        word = "step" if len(absent) == 1 else "steps"
+        there = ", ".join(map(str, available)) or "none"
+        raise export.ExportError(
+            f"{workdir}: no complete checkpoint at {word} {', '.join(absent)} (steps: {there})"
+        )
+    return available
+
+
+def export_run(workdir: str, out: str, *, step: int | None = None) -> str:
+    """Export the EMA generator of a training ``workdir``'s checkpoint ``step`` (default: the
+    latest complete one).
 
     Raises:
       ExportError: no training directory, no complete checkpoint there, or none at ``step``.
     """
     config = load_run_config(workdir)
     config.init_from_export = ""  # the checkpoint holds the trained weights
+    if step is not None:
+        check_steps(workdir, [step])
+    models = train_state.make_models(config)
+    optimizers = train_state.make_optimizers(config)
+    state = train_state.init_state(config, models, optimizers, jax.random.key(0))
     manager = checkpoint.make_manager(workdir, read_only=True)
     try:
-        steps = manager.all_steps()
-        if step is not None and step not in steps:
-            available = ", ".join(str(s) for s in sorted(steps)) or "none"
-            raise export.ExportError(
-                f"{workdir}: no complete checkpoint at step {step} (steps: {available})"
-            )
-        models = train_state.make_models(config)
-        optimizers = train_state.make_optimizers(config)
-        state = train_state.init_state(config, models, optimizers, jax.random.key(0))
         if step is None:
             restored = checkpoint.restore_latest(manager, state)
         else:
@@ -86,7 +106,7 @@ def main(argv=None) -> int:
     parser.add_argument("--step", type=int, help="checkpoint step to export (default: the latest)")
     args = parser.parse_args(argv)
     try:
-        path = export_latest_checkpoint(args.workdir, args.out, step=args.step)
+        path = export_run(args.workdir, args.out, step=args.step)
     except (export.ExportError, OSError, ValueError) as e:
         print(f"export_checkpoint: error: {e}", file=sys.stderr)
         return 1

@@ -327,7 +327,7 @@ def test_export_errors_are_clear(tmp_path):
 
 def test_export_of_a_chosen_checkpoint_step(tmp_path, capsys):
     """``step=`` (CLI ``--step``) exports that checkpoint's EMA params; a missing step is an
-    error naming the steps there."""
+    error naming the steps there, also from ``check_steps`` before any export."""
     config = tiny_config()
     (tmp_path / "config.json").write_text(config.to_json_best_effort(indent=2))
     models, optimizers = train_state.make_models(config), train_state.make_optimizers(config)
@@ -343,7 +343,7 @@ def test_export_of_a_chosen_checkpoint_step(tmp_path, capsys):
     saved = {step: jax.device_get(checkpoint.restore(manager, template, step)) for step in (2, 4)}
     manager.close()
 
-    path = export_checkpoint.export_latest_checkpoint(str(tmp_path), str(tmp_path / "e"), step=2)
+    path = export_checkpoint.export_run(str(tmp_path), str(tmp_path / "e"), step=2)
     cli = ("--workdir", str(tmp_path), "--out")
     assert export_checkpoint.main([*cli, str(tmp_path / "cli2"), "--step", "2"]) == 0
     assert export_checkpoint.main([*cli, str(tmp_path / "latest")]) == 0
@@ -354,11 +354,17 @@ def test_export_of_a_chosen_checkpoint_step(tmp_path, capsys):
 
     missing = r"no complete checkpoint at step 3 \(steps: 2, 4\)"
     with pytest.raises(export.ExportError, match=missing):
-        export_checkpoint.export_latest_checkpoint(str(tmp_path), str(tmp_path / "e3"), step=3)
+        export_checkpoint.export_run(str(tmp_path), str(tmp_path / "e3"), step=3)
     capsys.readouterr()
     assert export_checkpoint.main([*cli, str(tmp_path / "e3"), "--step", "3"]) == 1
     assert "steps: 2, 4" in capsys.readouterr().err
     assert not (tmp_path / "e3").exists()
+    # The check a long job runs before it starts (benchmarks/demo_checkpoints.py).
+    assert export_checkpoint.check_steps(str(tmp_path), [4, 2]) == [2, 4]
+    with pytest.raises(export.ExportError, match=r"at steps 3, 5 \(steps: 2, 4\)"):
+        export_checkpoint.check_steps(str(tmp_path), [2, 3, 5])
+    with pytest.raises(export.ExportError, match="no config.json"):
+        export_checkpoint.check_steps(str(tmp_path / "e"), [2])
 
 
 def test_training_modules_form_no_import_cycle():
