@@ -31,6 +31,12 @@ sys.path.insert(0, str(_ROOT))
 
 
 def pytest_collection_modifyitems(items):
-    """Multi-process tests first: the longest (their processes wait on each other, so sharing
-    the cores stretches them most), and on 2 workers the last test to start sets the tail."""
-    items.sort(key=lambda item: item.path.name != "test_multihost.py")
+    """Longest first, so that on 2 workers the short tests fill the tail: the multi-process
+    tests (their processes wait on each other, so sharing the cores stretches them most), then
+    the others marked slow, then the rest (a stable sort keeps each group's order)."""
+    items.sort(
+        key=lambda item: (
+            item.path.name != "test_multihost.py",
+            not item.get_closest_marker("slow"),
+        )
+    )
