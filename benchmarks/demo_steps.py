@@ -11,7 +11,7 @@ times ``--repeats`` steps after one warm-up step, cases interleaved round by rou
 over rounds is kept, so load changes hit all cases alike). Reports milliseconds per step, per
 1000 training pixels, and CPU seconds per step (process time / steps). Kinds of step: a
 regression warm-up step (G on MSE), the same with the critic trained on G's output
-(``regression_warmup_critic``), a GAN step, and a GAN step with the FM moments.
+(``regression_warmup_critic_steps``), a GAN step, and a GAN step with the FM moments.
 
 Prints a table and writes ``benchmarks/results/demo_steps.json``.
 """
@@ -50,11 +50,11 @@ CASES = {
     (32, 1, 16, 8, 32): ("regression",),
     (48, 1, 24, 8, 32): ("regression",),
 }
-STATIC = {  # (moments, warmup) of the compiled step
-    "regression": (False, True),
-    "warmup_critic": (False, True),
-    "gan": (False, False),
-    "gan_fm": (True, False),
+STATIC = {  # (moments, warmup, critic_learns) of the compiled step
+    "regression": (False, True, False),
+    "warmup_critic": (False, True, True),
+    "gan": (False, False, True),
+    "gan_fm": (True, False, True),
 }
 
 
@@ -72,7 +72,6 @@ def build(case, kind: str):
     feat, blocks, grow, batch, patch = case
     config = demo_config.get_config()
     config.batch_size, config.data.patch_size = batch, patch
-    config.regression_warmup_critic = kind == "warmup_critic"
     g = config.model.generator
     g.num_feat, g.num_block, g.num_grow_ch = feat, blocks, grow
     models = train_state.make_models(config)

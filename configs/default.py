@@ -32,7 +32,7 @@ def get_config() -> ml_collections.ConfigDict:
     config.initialization_timeout_s = 300  # how long processes wait for each other at start
     config.init_from_export = ""  # initialise G from an export (regression warm start)
     config.regression_warmup_steps = 0  # GAN mode: the first N steps train G on MSE alone
-    config.regression_warmup_critic = False  # ... and the critic on G's (zero-noise) output
+    config.regression_warmup_critic_steps = 0  # ... the critic on G(y, 0) in the last N of them
     config.demo_figure = False  # after training: figure + metrics for a held-out photo
 
     config.data = default_data_config()

@@ -220,7 +220,8 @@ def _train(config, workdir, manager, stop: multihost.Preemption, start_step: int
         batch = train_step.global_batch(mesh, next(batches))
         moments = train_step.is_moment_step(config, step)
         warmup = train_step.is_warmup_step(config, step)
-        state, step_metrics = step_fn(state, batch, step_key, moments, warmup)
+        critic = train_step.trains_critic(config, step)
+        state, step_metrics = step_fn(state, batch, step_key, moments, warmup, critic)
         step += 1
         window.append(step_metrics)
         bar.update(1)

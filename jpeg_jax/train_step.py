@@ -8,7 +8,8 @@ checked on its own against the paper's equations:
   :func:`moment_penalties` (Eqs. 14-16) and :func:`regression_loss` (the MMSE model's MSE);
 - :func:`apply_update` (an optax update, skipped when not finite) and :func:`ema_update`;
 - :func:`is_moment_step`: the one place that decides which steps add FM/SM;
-  :func:`is_warmup_step` which are the regression warm-up's.
+  :func:`is_warmup_step` which are the regression warm-up's, :func:`trains_critic` in which
+  the critic learns.
 
 :func:`make_train_step` composes them into ``step(state, batch, key[, moments])``;
 :func:`compile_step` jits it over a device mesh.
@@ -60,9 +61,17 @@ def is_moment_step(config: ml_collections.ConfigDict, step) -> Any:
 
 def is_warmup_step(config: ml_collections.ConfigDict, step: int) -> bool:
     """Whether ``step`` (a Python int) is one of a GAN run's first ``regression_warmup_steps``
-    steps: G trains on the MSE of its zero-noise output (:func:`regression_loss`), and the critic
-    on that output when ``regression_warmup_critic``, else not at all."""
+    steps: G trains on the MSE of its zero-noise output (:func:`regression_loss`)."""
     return config.mode == "gan" and step < config.regression_warmup_steps
+
+
+def trains_critic(config: ml_collections.ConfigDict, step: int) -> bool:
+    """Whether the critic learns at ``step`` (a Python int): every GAN step, and in the warm-up's
+    last ``regression_warmup_critic_steps`` steps (on G's zero-noise output), so that it is no
+    longer at chance when the GAN starts."""
+    if config.mode != "gan":
+        return False
+    return step >= config.regression_warmup_steps - config.regression_warmup_critic_steps
 
 
 def sample(generator: Generator, params: PyTree, y: Array, qtables: Array, key: Array) -> Array:
@@ -128,19 +137,17 @@ def critic_update(
     critic: Critic,
     tx: optax.GradientTransformation,
     r1_weight: float,
-    deterministic: bool = False,
+    fake: Array | None = None,
 ) -> tuple[PyTree, PyTree, Array, dict[str, Array]]:
-    """One critic step on a fresh sample x̂ = G(y, z(key)) (no gradient to G); with
-    ``deterministic``, on the zero-noise output G(y, 0) (the regression warm-up's).
+    """One critic step on a fresh sample x̂ = G(y, z(key)) (no gradient to G), or on ``fake``
+    when given (the regression warm-up passes its zero-noise output G(y, 0)).
 
     Returns:
       ``(d_params, d_opt_state, ok, aux)``; unchanged params and state when not ``ok``
       (non-finite loss or gradient).
     """
     x, y, qt = batch["x"], batch["y"], batch["qtables"]
-    if deterministic:
-        fake = generator.apply({"params": state.g_params}, y, qt, deterministic=True)
-    else:
+    if fake is None:
         fake = sample(generator, state.g_params, y, qt, key)
     fake = jax.lax.stop_gradient(fake)
     grad_fn = jax.value_and_grad(critic_loss, has_aux=True)
@@ -251,10 +258,14 @@ def generator_loss(
 def regression_loss(
     g_params: PyTree, *, batch: dict, generator: Generator
 ) -> tuple[Array, dict[str, Array]]:
-    """The MMSE model's loss: MSE of the deterministic (zero-noise) output G(y, 0) against x."""
+    """The MMSE model's loss: MSE of the deterministic (zero-noise) output G(y, 0) against x.
+
+    Returns:
+      ``(mse, {"mse": mse, "x_hat": G(y, 0)})``: the output, for a critic that learns on it.
+    """
     x_hat = generator.apply({"params": g_params}, batch["y"], batch["qtables"], deterministic=True)
     mse = losses.mse_loss(batch["x"], x_hat)
-    return mse, {"mse": mse}
+    return mse, {"mse": mse, "x_hat": x_hat}
 
 
 def generator_update(
@@ -286,6 +297,8 @@ def make_train_step(config: ml_collections.ConfigDict, models, optimizers) -> Ca
     decides inside the step with ``lax.cond`` (correct, but slow on XLA:CPU; see
     ``benchmarks/RESULTS.md``). ``warmup`` (static, positional after ``moments``): a regression
     step in GAN mode, :func:`is_warmup_step` (the loop's first ``regression_warmup_steps``).
+    ``critic_learns`` (static, after ``warmup``; :func:`trains_critic`): whether a warm-up step
+    also trains the critic, on the same zero-noise output G(y, 0) (a GAN step always does).
 
     A step where the critic's or the generator's loss or gradient is not finite is skipped as a
     whole (both networks' params and optimizer states and the EMA unchanged;
@@ -306,12 +319,18 @@ def make_train_step(config: ml_collections.ConfigDict, models, optimizers) -> Ca
         key: Array,
         moments: bool | None = None,
         warmup: bool = False,
+        critic_learns: bool = True,
     ):
         d_key, g_key, moment_key = jax.random.split(jax.random.fold_in(key, state.step), 3)
         moments = is_moment_step(config, state.step) if moments is None else moments
         metrics = {}
         d_params, d_opt_state, d_ok = state.d_params, state.d_opt_state, jnp.array(True)
-        if not regression and (not warmup or config.regression_warmup_critic):
+        fake = None
+        if regression or warmup:  # G on its MSE; the critic (warm-up) learns on the same G(y, 0)
+            loss_fn = functools.partial(regression_loss, batch=batch, generator=generator)
+            g_params, g_opt_state, g_ok, g_loss, g_aux = generator_update(state, loss_fn, g_tx)
+            fake = jax.lax.stop_gradient(g_aux.pop("x_hat"))
+        if not regression and (critic_learns or not warmup):
             d_params, d_opt_state, d_ok, d_aux = critic_update(
                 state,
                 batch,
@@ -320,12 +339,10 @@ def make_train_step(config: ml_collections.ConfigDict, models, optimizers) -> Ca
                 critic=critic,
                 tx=d_tx,
                 r1_weight=cl.r1_weight,
-                deterministic=warmup,
+                fake=fake,
             )
             metrics.update(d_aux)
-        if regression or warmup:
-            loss_fn = functools.partial(regression_loss, batch=batch, generator=generator)
-        else:
+        if not (regression or warmup):  # G against the critic just updated
             loss_fn = functools.partial(
                 generator_loss,
                 batch=batch,
@@ -340,7 +357,7 @@ def make_train_step(config: ml_collections.ConfigDict, models, optimizers) -> Ca
                 subsampling=config.data.subsampling,
                 moments=moments,
             )
-        g_params, g_opt_state, g_ok, g_loss, g_aux = generator_update(state, loss_fn, g_tx)
+            g_params, g_opt_state, g_ok, g_loss, g_aux = generator_update(state, loss_fn, g_tx)
         ema = ema_update(state.ema_params, g_params, config.optim.ema_decay)
         # A step is skipped as a whole: a batch that breaks one loss (e.g. a NaN in x, which
         # the critic sees but C may not: its coefficients are cast to integers) updates nothing.
@@ -383,7 +400,7 @@ def compile_step(step_fn, mesh: Mesh, state_example):
         step_fn,
         in_shardings=(state_sharding, batch_sharding, replicated),
         out_shardings=(state_sharding, replicated),
-        static_argnums=(3, 4),
+        static_argnums=(3, 4, 5),
         donate_argnums=0,
     )
 
