@@ -91,8 +91,8 @@ def conv_backward(precision: Any, residuals: tuple, g: Array) -> tuple:
 _conv_eigen.defvjp(_conv_eigen_fwd, conv_backward)
 
 # Rows are cut into slabs that join the image batch in Eigen's contracted features until they
-# are this wide (benchmarks/RESULTS.md, "Weight gradients").
-KERNEL_GRAD_FEATURES = 16
+# are this wide (benchmarks/RESULTS.md, "Weight gradients" and "Weight-gradient layout").
+KERNEL_GRAD_FEATURES = 4
 
 
 def kernel_grad(x: Array, g: Array, size: int, precision: Any = None) -> Array:
@@ -101,8 +101,8 @@ def kernel_grad(x: Array, g: Array, size: int, precision: Any = None) -> Array:
 
     The correlation runs over (rows, columns, batch), so one operand, the "image", takes its
     channels as the batch and the other is the "kernel". For Eigen's contraction:
-    - the gradient ``g`` is the image (the output comes out flipped and channel-swapped) unless
-      ``x`` has less than half its channels;
+    - the operand with fewer channels is the image: the gradient ``g`` (the output comes out
+      flipped and channel-swapped) when it is narrower than ``x``, else ``x``;
     - the rows are cut into S slabs (each with its halo) that join the batch in the contracted
       features, S x batch ~ :data:`KERNEL_GRAD_FEATURES`; rows are zero-padded to a multiple of
       S, which adds nothing to the sums.
@@ -118,7 +118,7 @@ def kernel_grad(x: Array, g: Array, size: int, precision: Any = None) -> Array:
     """
     batch, rows, cols, cin = x.shape
     k = size // 2
-    swap = g.shape[-1] <= 2 * cin  # g also for 32 -> 64: its slabs are shared with wider inputs
+    swap = g.shape[-1] < cin
     image, kern = (g, x) if swap else (x, g)
     slabs = 1
     while slabs * 2 * batch <= KERNEL_GRAD_FEATURES and slabs * 2 <= rows:
