@@ -15,11 +15,11 @@ from jpeg_jax.models import ops
 @pytest.mark.parametrize(
     "xshape, cout, size, dtype, tol",
     [
-        ((2, 5, 7, 3), 7, 3, jnp.float32, 1e-5),  # d/dk with x as the image, 2 slabs, 5 -> 6 rows
+        ((2, 5, 7, 3), 7, 3, jnp.float32, 1e-5),  # d/dk with x as the image, 4 slabs, 5 -> 8 rows
         ((1, 1, 1, 2), 1, 3, jnp.float32, 1e-6),  # g as the image (fewer channels), one pixel
-        ((1, 37, 53, 20), 8, 3, jnp.float32, 1e-5),  # g as the image, 4 slabs, 37 -> 40 rows
+        ((1, 37, 53, 20), 8, 3, jnp.float32, 1e-5),  # g as the image, 16 slabs, 37 -> 48 rows
         ((4, 16, 12, 6), 12, 3, jnp.float32, 1e-5),  # co == 2 ci: x as the image, no slabs
-        ((2, 9, 4, 7), 5, 3, jnp.float32, 1e-5),  # g as the image, 2 slabs, odd rows
+        ((2, 9, 4, 7), 5, 3, jnp.float32, 1e-5),  # g as the image, 8 slabs, 9 -> 16 rows
         ((20, 6, 6, 3), 2, 3, jnp.float32, 1e-5),  # batch >= 4: no slabs
         ((4, 8, 8, 32), 32, 3, jnp.float32, 1e-5),  # equal widths: x as the image
         ((2, 9, 7, 5), 3, 1, jnp.float32, 1e-5),  # 1x1 kernel, no halo

@@ -90,9 +90,11 @@ def conv_backward(precision: Any, residuals: tuple, g: Array) -> tuple:
 
 _conv_eigen.defvjp(_conv_eigen_fwd, conv_backward)
 
-# Rows are cut into slabs that join the image batch in Eigen's contracted features until they
-# are this wide (benchmarks/RESULTS.md, "Weight gradients" and "Weight-gradient layout").
-KERNEL_GRAD_FEATURES = 4
+# Below a batch of SLAB_BELOW_BATCH, rows are cut into slabs that join the image batch in
+# Eigen's contracted features until they are KERNEL_GRAD_FEATURES wide (benchmarks/RESULTS.md,
+# "Weight gradients" and "weight-gradient layout re-tuned").
+KERNEL_GRAD_FEATURES = 16
+SLAB_BELOW_BATCH = 4
 
 
 def kernel_grad(x: Array, g: Array, size: int, precision: Any = None) -> Array:
@@ -103,9 +105,10 @@ def kernel_grad(x: Array, g: Array, size: int, precision: Any = None) -> Array:
     channels as the batch and the other is the "kernel". For Eigen's contraction:
     - the operand with fewer channels is the image: the gradient ``g`` (the output comes out
       flipped and channel-swapped) when it is narrower than ``x``, else ``x``;
-    - the rows are cut into S slabs (each with its halo) that join the batch in the contracted
-      features, S x batch ~ :data:`KERNEL_GRAD_FEATURES`; rows are zero-padded to a multiple of
-      S, which adds nothing to the sums.
+    - below a batch of :data:`SLAB_BELOW_BATCH` (e.g. one image per vmapped sample), the rows
+      are cut into S slabs (each with its halo) that join the batch in the contracted features,
+      S x batch ~ :data:`KERNEL_GRAD_FEATURES`; rows are zero-padded to a multiple of S, which
+      adds nothing to the sums.
 
     Args:
       x: (B, H, W, Cin) the convolution's input.
@@ -120,8 +123,9 @@ def kernel_grad(x: Array, g: Array, size: int, precision: Any = None) -> Array:
     k = size // 2
     swap = g.shape[-1] < cin
     image, kern = (g, x) if swap else (x, g)
+    features = KERNEL_GRAD_FEATURES if batch < SLAB_BELOW_BATCH else batch  # no slabs from 4 up
     slabs = 1
-    while slabs * 2 * batch <= KERNEL_GRAD_FEATURES and slabs * 2 <= rows:
+    while slabs * 2 * batch <= features and slabs * 2 <= rows:
         slabs *= 2
     h = -(-rows // slabs)  # rows per slab
     extra = slabs * h - rows
