@@ -4,6 +4,7 @@ Usage (from the repository root; a few minutes on 2 CPU cores):
 
     python benchmarks/demo_steps.py
     python benchmarks/demo_steps.py --repeats 30
+    python benchmarks/demo_steps.py --base-only --stack unrolled   # demo size, RRDBs unrolled
 
 For each case (generator width / RRDBs / growth, batch, patch), compiles the demo's training
 step (``configs/demo.py`` with those overrides) as ``train.py`` does, on synthetic batches, and
@@ -11,7 +12,10 @@ times ``--repeats`` steps after one warm-up step, cases interleaved round by rou
 over rounds is kept, so load changes hit all cases alike). Reports milliseconds per step, per
 1000 training pixels, and CPU seconds per step (process time / steps). Kinds of step: a
 regression warm-up step (G on MSE), the same with the critic trained on G's output
-(``regression_warmup_critic_steps``), a GAN step, and a GAN step with the FM moments.
+(``regression_warmup_critic_steps``), a GAN step, and a GAN step with the FM moments. The first
+call of each (XLA's compilation plus one step) is reported as the compile time. ``--stack``
+runs the RRDBs as the config says (scanned, ``model.generator.scan``), or scanned or unrolled
+for every case.
 
 Prints a table and writes ``benchmarks/results/demo_steps.json``.
 """
@@ -67,13 +71,16 @@ def batch_of(batch: int, patch: int, seed: int = 0) -> dict:
     return {"x": x, "y": y, "qtables": np.array(qtables, np.int32)}
 
 
-def build(case, kind: str):
-    """(compiled step, state, batch, static args) for one case."""
+def build(case, kind: str, stack: str = "config"):
+    """(compiled step, state, batch, static args) for one case; ``stack``: "config", "scan" or
+    "unrolled" (the RRDBs' ``model.generator.scan``)."""
     feat, blocks, grow, batch, patch = case
     config = demo_config.get_config()
     config.batch_size, config.data.patch_size = batch, patch
     g = config.model.generator
     g.num_feat, g.num_block, g.num_grow_ch = feat, blocks, grow
+    if stack != "config":
+        g.scan = stack == "scan"
     models = train_state.make_models(config)
     optimizers = train_state.make_optimizers(config)
     mesh = train_step.make_mesh(jax.devices()[:1])
@@ -91,13 +98,24 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeats", type=int, default=20)
     parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument(
+        "--stack",
+        choices=("config", "scan", "unrolled"),
+        default="config",
+        help="RRDB stacking: the demo config's (scanned), or scanned/unrolled for every case",
+    )
+    parser.add_argument("--base-only", action="store_true", help="only the demo's own size")
+    parser.add_argument("--out", default=RESULTS, help="JSON file to write")
     args = parser.parse_args()
-    runs = {}
-    for case, kinds in CASES.items():
+    runs, compile_s = {}, {}
+    cases = {BASE: CASES[BASE]} if args.base_only else CASES
+    for case, kinds in cases.items():
         for kind in kinds:
-            step, state, data, static = build(case, kind)
+            step, state, data, static = build(case, kind, args.stack)
+            t0 = time.perf_counter()
             state, m = step(state, data, jax.random.key(1), *static)  # compile + warm up
             jax.block_until_ready(m)
+            compile_s[(case, kind)] = time.perf_counter() - t0
             runs[(case, kind)] = [step, state, data, static, [], []]
     for _ in range(args.rounds):
         for run in runs.values():
@@ -111,9 +129,12 @@ def main() -> None:
             run[1] = state
     load = bench_utils.load_average()
     rows = []
-    print(f"load average {' '.join(f'{v:.2f}' for v in load)}")
-    print("| feat/blocks/grow | batch x patch² | kind | ms/step | ms per 1000 px | CPU s/step |")
-    print("|---|---|---|---:|---:|---:|")
+    print(f"load average {' '.join(f'{v:.2f}' for v in load)}; RRDB stacking: {args.stack}")
+    print(
+        "| feat/blocks/grow | batch x patch² | kind | ms/step | ms per 1000 px | CPU s/step "
+        "| compile + 1st step s |"
+    )
+    print("|---|---|---|---:|---:|---:|---:|")
     for (case, kind), (_, _, _, _, walls, cpus) in runs.items():
         feat, blocks, grow, batch, patch = case
         wall, cpu = min(walls), min(cpus)
@@ -129,20 +150,22 @@ def main() -> None:
                 "ms_per_step": 1e3 * wall,
                 "ms_per_kpixel": 1e6 * wall / pixels,
                 "cpu_s_per_step": cpu,
+                "compile_s": compile_s[(case, kind)],
             }
         )
         print(
             f"| {feat}/{blocks}/{grow} | {batch} x {patch}² | {kind} | {1e3 * wall:.1f} | "
-            f"{1e6 * wall / pixels:.2f} | {cpu:.3f} |"
+            f"{1e6 * wall / pixels:.2f} | {cpu:.3f} | {compile_s[(case, kind)]:.1f} |"
         )
     out = {
         "date_utc": datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d %H:%M"),
         "load_average": load,
         "repeats": args.repeats,
         "rounds": args.rounds,
+        "stack": args.stack,
         "rows": rows,
     }
-    bench_utils.write_json(RESULTS, out)
+    bench_utils.write_json(args.out, out)
 
 
 if __name__ == "__main__":
