@@ -6,13 +6,16 @@ Usage (from the repository root; a few minutes on 2 cores):
     python benchmarks/models.py --memory         # + compiled memory of a G+D step, batch 32
     python benchmarks/models.py --variants loop,split,scan,scan_remat --skip-torch
     python benchmarks/models.py --cases "" --skip-torch --remat-memory   # remat memory only
+    python benchmarks/models.py --variants split --cases fwdbwd_b4 --malloc huge,kept
 
 Torch and the JAX variants are timed interleaved, round by round, so ratios share the load, and
 by default each runs in its own worker process (``--in-process`` puts them all in this one), so
 that one implementation's memory traffic does not land on the next one's allocator: XLA:CPU's
 multi-GB scratch buffer is mmapped and unmapped on every call, and the implementation timed
 right after another one's call paid for it (``benchmarks/RESULTS.md``). The order rotates each
-round.
+round. ``--malloc`` runs every implementation once per glibc malloc setting (:data:`MALLOCS`),
+each in its own process started with that ``GLIBC_TUNABLES`` (ratios against torch with the same
+setting); without it the workers inherit this program's (``platform.MALLOC_TUNABLES``).
 
 Variants are Generator options; what they leave open (``conv_impl``, ``split_convs``) is chosen
 for this backend by :func:`jpeg_jax.platform.resolve_generator`, as in training; ``xla_*`` are
@@ -23,7 +26,7 @@ backward counted as 2x forward.
 
 from __future__ import annotations
 
-from jpeg_jax.platform import configure_xla, restart_with_huge_pages
+from jpeg_jax.platform import MALLOC_TUNABLES, configure_xla, restart_with_huge_pages
 
 if __name__ == "__main__":
     restart_with_huge_pages()  # XLA:CPU's scratch memory in 2 MiB pages (jpeg_jax.platform)
@@ -64,11 +67,21 @@ def generator_gflop(
     return 2 * macs / 1e9
 
 
+# --malloc settings: GLIBC_TUNABLES a worker process starts with.
+MALLOCS = {
+    "default": "",  # glibc's defaults
+    "huge": "glibc.malloc.hugetlb=1",  # transparent huge pages only (the tunable until 2026-12-02)
+    "kept": ":".join(f"{k}={v}" for k, v in MALLOC_TUNABLES.items()),  # what programs restart with
+}
+
+
 def _worker(conn, impl: str, case: str, size: int) -> None:
-    """Worker process: builds one implementation of ``case``, sends its compile seconds (None for
-    torch, "missing" without torch), then times one call per request until sent False."""
+    """Worker process: builds one implementation of ``case`` (``impl`` may end in ``@<malloc>``),
+    sends its compile seconds (None for torch, "missing" without torch), then times one call per
+    request until sent False."""
     global SIZE
     SIZE = size
+    impl = impl.split("@")[0]
     if impl == "torch":
         os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # before torch starts OpenMP
         fn, compile_s = prepare_torch(case), None
@@ -93,7 +106,16 @@ class _Workers:
         for impl in impls:
             here, there = ctx.Pipe()
             proc = ctx.Process(target=_worker, args=(there, impl, case, SIZE), daemon=True)
-            proc.start()
+            saved = os.environ.get("GLIBC_TUNABLES")
+            if "@" in impl:  # glibc reads its tunables when the (spawned) process starts
+                os.environ["GLIBC_TUNABLES"] = MALLOCS[impl.split("@")[1]]
+            try:
+                proc.start()
+            finally:
+                if saved is None:
+                    os.environ.pop("GLIBC_TUNABLES", None)
+                else:
+                    os.environ["GLIBC_TUNABLES"] = saved
             self._procs.append((proc, here))
             compile_s = here.recv()
             if compile_s == "missing":
@@ -351,6 +373,9 @@ def main() -> None:
     parser.add_argument(
         "--remat-memory", action="store_true", help="compiled memory of the remat variants"
     )
+    parser.add_argument(
+        "--malloc", default="", help=f"time each implementation per setting: {', '.join(MALLOCS)}"
+    )
     parser.add_argument("--out", default="benchmarks/results/models.json")
     args = parser.parse_args()
     SIZE = args.size
@@ -368,6 +393,14 @@ def main() -> None:
     variants = list(filter(None, args.variants.split(",")))
     results["isolated_processes"] = not args.in_process
     impls = ([] if args.skip_torch else ["torch"]) + [f"jax_{v}" for v in variants]
+    mallocs = list(filter(None, args.malloc.split(",")))
+    if unknown := [m for m in mallocs if m not in MALLOCS]:
+        parser.error(f"--malloc {','.join(unknown)}: expected some of {', '.join(MALLOCS)}")
+    if mallocs:
+        if args.in_process:
+            parser.error("--malloc needs worker processes (not --in-process)")
+        impls = [f"{impl}@{m}" for m in mallocs for impl in impls]
+        results["mallocs"] = {m: MALLOCS[m] for m in mallocs}
     for case in cases:
         workers = None
         if args.in_process:
@@ -394,17 +427,18 @@ def main() -> None:
             workers.close()
         fns.clear()
         bench_utils.write_json(args.out, results)
-    print(f"{'impl':<16}{'case':<11}{'s/img':>8}{'GFLOP/s':>9}{'vs torch':>9}{'compile s':>10}")
+    print(f"{'impl':<21}{'case':<11}{'s/img':>8}{'GFLOP/s':>9}{'vs torch':>9}{'compile s':>10}")
     for impl, r in results.items():
-        if not (impl == "torch" or impl.startswith("jax_")):
+        if not (impl.split("@")[0] == "torch" or impl.startswith("jax_")):
             continue
+        torch_name = "@".join(["torch", *impl.split("@")[1:]])  # the same malloc setting
         for case, v in r.items():
             flops = gflop * (3 if case.startswith("fwdbwd") else 1)
-            ref = results.get("torch", {}).get(case, {}).get("s_per_img")
+            ref = results.get(torch_name, {}).get(case, {}).get("s_per_img")
             ratio = f"{v['s_per_img'] / ref:9.2f}" if ref else f"{'-':>9}"
             comp = f"{v['compile_s']:10.1f}" if "compile_s" in v else f"{'-':>10}"
             speed = f"{v['s_per_img']:8.3f}{flops / v['s_per_img']:9.1f}"
-            print(f"{impl:<16}{case:<11}{speed}{ratio}{comp}")
+            print(f"{impl:<21}{case:<11}{speed}{ratio}{comp}")
     results["loadavg_end"] = os.getloadavg()[0]
     if args.remat_memory:
         results["remat_memory_mib"] = remat_memory()

@@ -52,11 +52,20 @@ def hide_accelerators_from_tensorflow() -> None:
     tf.config.set_visible_devices([], "TPU")
 
 
-# XLA:CPU mallocs each executable's multi-GB scratch buffer on every call; glibc maps it afresh
-# and faults it in 4 KiB page by page. With this tunable glibc asks for transparent huge pages
-# on its large mappings (madvise). Measured gains and the alternatives tried:
-# benchmarks/RESULTS.md ("Huge pages", "XLA:CPU scratch memory and glibc").
-MALLOC_TUNABLES = {"glibc.malloc.hugetlb": "1"}
+# XLA:CPU mallocs each executable's scratch buffer (GBs at paper size) on every call. By default
+# glibc maps such a block afresh and unmaps it after the call, so every call faults it in
+# again, 4 KiB at a time; on a VM that reports freed pages to its host (virtio-balloon free
+# page reporting) a fault can also wait for the host to supply the page. The tunables: huge
+# pages (madvise) for glibc's memory, no per-block mmap and no trimming, i.e. freed blocks stay
+# in the process (its resident memory stays at its peak) and the next call reuses them (all but
+# a worker thread's blocks over 64 MiB, which glibc maps afresh whatever the tunables).
+# Measurements and the alternatives tried: benchmarks/RESULTS.md ("Huge pages", "XLA:CPU
+# scratch memory and glibc", "freed memory kept").
+MALLOC_TUNABLES = {
+    "glibc.malloc.hugetlb": "1",
+    "glibc.malloc.mmap_max": "0",
+    "glibc.malloc.trim_threshold": str(1 << 40),
+}
 # 1: restart with the tunables; 0: never; unset: the program's default (on).
 HUGE_PAGES_ENV = "JPEG_JAX_HUGE_PAGES"
 
@@ -64,12 +73,12 @@ HUGE_PAGES_ENV = "JPEG_JAX_HUGE_PAGES"
 def huge_pages_environment(
     environ: dict[str, str], *, default: bool = True
 ) -> dict[str, str] | None:
-    """The environment a program should restart with so that glibc maps large blocks with
-    transparent huge pages.
+    """The environment a program should restart with so that glibc backs memory with
+    transparent huge pages and keeps freed blocks for reuse (:data:`MALLOC_TUNABLES`).
 
     Returns ``None`` when nothing needs to change: ``JPEG_JAX_HUGE_PAGES`` is ``0`` (or unset and
-    ``default`` is false), or the tunables are already set (every one the user set is kept as
-    they set it, ``glibc.malloc.hugetlb`` included).
+    ``default`` is false), or every tunable is already set. Each tunable the user set is kept as
+    they set it; only the missing ones are added.
     """
     wanted = environ.get(HUGE_PAGES_ENV, "")
     if wanted not in ("", "0", "1"):
@@ -95,9 +104,11 @@ def restart_with_huge_pages(*, default: bool = True) -> None:
     Args:
       default: whether to restart when ``JPEG_JAX_HUGE_PAGES`` is unset (``1`` forces the
         restart, ``0`` prevents it). Does nothing where it cannot help (not Linux with glibc,
-        e.g. macOS or musl; glibc before 2.35 and kernels with transparent huge pages
-        ``never`` ignore the tunable harmlessly, as does an allocator replaced via
-        ``LD_PRELOAD``) or when the tunables are already set, so it restarts at most once.
+        e.g. macOS or musl; glibc before 2.35 ignores the huge-page tunable and kernels with
+        transparent huge pages ``never`` ignore it harmlessly, an allocator replaced via
+        ``LD_PRELOAD`` ignores them all) or when the tunables are already set, so it restarts
+        at most once. The process keeps the memory it frees (its resident size stays at its
+        peak): set ``GLIBC_TUNABLES`` yourself, or ``JPEG_JAX_HUGE_PAGES=0``, where that matters.
     """
     if sys.platform != "linux" or platform.libc_ver()[0] != "glibc" or not sys.executable:
         return
