@@ -54,13 +54,13 @@ def hide_accelerators_from_tensorflow() -> None:
 
 # XLA:CPU mallocs each executable's scratch buffer (GBs at paper size) on every call. By default
 # glibc maps such a block afresh and unmaps it after the call, so every call faults it in
-# again, 4 KiB at a time; on a VM that reports freed pages to its host (virtio-balloon free
-# page reporting) a fault can also wait for the host to supply the page. The tunables: huge
-# pages (madvise) for glibc's memory, no per-block mmap and no trimming, i.e. freed blocks stay
-# in the process (its resident memory stays at its peak) and the next call reuses them (all but
-# a worker thread's blocks over 64 MiB, which glibc maps afresh whatever the tunables).
-# Measurements and the alternatives tried: benchmarks/RESULTS.md ("Huge pages", "XLA:CPU
-# scratch memory and glibc", "freed memory kept").
+# again; on a VM that reports freed pages to its host (virtio-balloon free page reporting) a
+# fault can also wait for the host to supply the page. The tunables: huge pages (madvise) for
+# glibc's memory, no per-block mmap and no trimming, i.e. freed blocks stay in the process (its
+# resident memory stays at its peak) for the next call, except a worker thread's blocks over
+# 64 MiB, which glibc maps afresh whatever the tunables, XLA's scratch buffer among them (it
+# comes in huge pages). Measurements and the alternatives tried: benchmarks/RESULTS.md ("Huge
+# pages", "XLA:CPU scratch memory and glibc", "freed memory kept").
 MALLOC_TUNABLES = {
     "glibc.malloc.hugetlb": "1",
     "glibc.malloc.mmap_max": "0",
