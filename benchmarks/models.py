@@ -26,7 +26,7 @@ backward counted as 2x forward.
 
 from __future__ import annotations
 
-from jpeg_jax.platform import MALLOC_TUNABLES, configure_xla, restart_with_huge_pages
+from jpeg_jax.platform import configure_xla, huge_pages_environment, restart_with_huge_pages
 
 if __name__ == "__main__":
     restart_with_huge_pages()  # XLA:CPU's scratch memory in 2 MiB pages (jpeg_jax.platform)
@@ -38,6 +38,7 @@ import os  # noqa: E402
 import sys  # noqa: E402
 import time  # noqa: E402
 from functools import partial  # noqa: E402
+from unittest import mock  # noqa: E402
 
 import jax  # noqa: E402
 import jax.numpy as jnp  # noqa: E402
@@ -71,7 +72,7 @@ def generator_gflop(
 MALLOCS = {
     "default": "",  # glibc's defaults
     "huge": "glibc.malloc.hugetlb=1",  # transparent huge pages only (the tunable until 2026-12-02)
-    "kept": ":".join(f"{k}={v}" for k, v in MALLOC_TUNABLES.items()),  # what programs restart with
+    "kept": huge_pages_environment({})["GLIBC_TUNABLES"],  # what programs restart with
 }
 
 
@@ -106,16 +107,10 @@ class _Workers:
         for impl in impls:
             here, there = ctx.Pipe()
             proc = ctx.Process(target=_worker, args=(there, impl, case, SIZE), daemon=True)
-            saved = os.environ.get("GLIBC_TUNABLES")
-            if "@" in impl:  # glibc reads its tunables when the (spawned) process starts
-                os.environ["GLIBC_TUNABLES"] = MALLOCS[impl.split("@")[1]]
-            try:
+            # glibc reads its tunables when the (spawned) process starts
+            malloc = {"GLIBC_TUNABLES": MALLOCS[impl.split("@")[1]]} if "@" in impl else {}
+            with mock.patch.dict(os.environ, malloc):
                 proc.start()
-            finally:
-                if saved is None:
-                    os.environ.pop("GLIBC_TUNABLES", None)
-                else:
-                    os.environ["GLIBC_TUNABLES"] = saved
             self._procs.append((proc, here))
             compile_s = here.recv()
             if compile_s == "missing":
