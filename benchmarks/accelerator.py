@@ -21,7 +21,9 @@ random weights, built as the decoder builds it) on a 512² JPEG (one tile) and a
 (tiles of 1024, overlap 64), in both dtypes: samples/s after one warm-up call.
 
 Cases run in order of importance (bf16 first) and are skipped, with a note, once ``--budget-s``
-has passed. Prints a table; writes ``benchmarks/results/accelerator_<device>.json``.
+has passed. Prints a table; writes ``benchmarks/results/accelerator_<device>.json`` after every
+case (``"complete": true`` once all have run), so a run killed from outside keeps what it
+measured. Needs no TensorFlow: jax, flax, optax, ml-collections, numpy, pillow and jpeglib.
 """
 
 from __future__ import annotations
@@ -325,7 +327,14 @@ def main(argv=None) -> dict:
         "train": {},
         "sampling": {},
         "skipped": [],
+        "complete": False,  # True once every case has run or been skipped
     }
+
+    def save():  # after every case: a run stopped from outside keeps the cases it finished
+        results["elapsed_s"] = time.perf_counter() - start
+        results["table"] = report(results)
+        bench_utils.write_json(out, results, default=str)
+
     print(f"{device.device_kind} ({jax.default_backend()}), peak TFLOP/s {peaks}", flush=True)
     cases = [c for c in CASES if c in args.cases.split(",")]
     dtypes = [d for d in DTYPES if d in args.dtypes.split(",")]
@@ -347,6 +356,7 @@ def main(argv=None) -> dict:
                 cfg, batch, moments, steps, args.warmup, limit, flops_cache[moments], peak
             )
             print(f"  {results['train'][name]}", flush=True)
+            save()
     sizes = (
         ((64, 64, 16, 2), (128, 64, 16, 2))
         if args.tiny
@@ -361,10 +371,10 @@ def main(argv=None) -> dict:
             print(f"sampling {name} ...", flush=True)
             results["sampling"][name] = sampling_case(config, dtype, size, tile, overlap, n)
             print(f"  {results['sampling'][name]}", flush=True)
-    results["elapsed_s"] = time.perf_counter() - start
-    results["table"] = report(results)
+            save()
+    results["complete"] = True
+    save()
     print(results["table"])
-    bench_utils.write_json(out, results, default=str)
     print(f"({results['elapsed_s']:.0f} s)")
     return results
 

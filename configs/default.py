@@ -8,7 +8,7 @@ overrides single keys).
 import ml_collections
 from ml_collections import config_dict
 
-from jpeg_jax.input_pipeline import default_data_config
+from jpeg_jax.data_config import default_data_config
 
 
 def get_config() -> ml_collections.ConfigDict:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import pathlib
 import subprocess
 import sys
@@ -50,7 +51,13 @@ def test_peak_table_matches_device_kinds():
 @pytest.mark.slow
 def test_accelerator_benchmark_tiny_run_writes_complete_json(tmp_path):
     out = tmp_path / "accelerator.json"
+    # Without TensorFlow, as on a GPU machine whose image lacks it (the script imports configs
+    # and the models, not the input pipeline): a stand-in package that refuses to import.
+    blocker = tmp_path / "no_tensorflow" / "tensorflow"
+    blocker.mkdir(parents=True)
+    (blocker / "__init__.py").write_text("raise ImportError('TensorFlow is blocked in this test')")
     env = {**subprocess_env(), "JPEG_JAX_HUGE_PAGES": "0"}  # one CPU device, as a user's run
+    env["PYTHONPATH"] = os.pathsep.join([str(blocker.parent), env.get("PYTHONPATH", "")])
     cmd = [sys.executable, "benchmarks/accelerator.py", "--tiny", "--cases", "fm_on"]
     cmd += ["--peak-tflops", "2", "--budget-s", "1e9", "--warmup", "1", "--out", str(out)]
     proc = subprocess.run(
@@ -59,7 +66,9 @@ def test_accelerator_benchmark_tiny_run_writes_complete_json(tmp_path):
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "| bfloat16/fm_on |" in proc.stdout and "samples/s" in proc.stdout
     r = json.loads(out.read_text())
-    assert r["setup"]["tiny"] and r["skipped"] == []
+    assert r["setup"]["tiny"] and r["skipped"] == [] and r["complete"]
+    assert proc.stdout.count(f"wrote {out}") == 2 + 4 + 1  # after each case, then complete
+    assert r["table"] in proc.stdout
     assert r["device"]["peak_tflops"] == {"bfloat16": 2.0, "float32": 2.0}
     s = r["setup"]
     assert set(r["train"]) == {"bfloat16/fm_on", "float32/fm_on"}
