@@ -21,9 +21,11 @@ random weights, built as the decoder builds it) on a 512² JPEG (one tile) and a
 (tiles of 1024, overlap 64), in both dtypes: samples/s after one warm-up call.
 
 Cases run in order of importance (bf16 first) and are skipped, with a note, once ``--budget-s``
-has passed. Prints a table; writes ``benchmarks/results/accelerator_<device>.json`` after every
-case (``"complete": true`` once all have run), so a run killed from outside keeps what it
-measured. Needs no TensorFlow: jax, flax, optax, ml-collections, numpy, pillow and jpeglib.
+has passed; at ``--deadline-s`` (counted from the script's start) it stops whatever it is doing,
+with exit status 3. Prints a table; writes ``benchmarks/results/accelerator_<device>.json`` after
+every case (``"complete": true`` once all have run, else ``"stopped"`` says where the deadline
+fell), so a stopped or killed run keeps the cases it finished. Needs no TensorFlow: jax, flax,
+optax, ml-collections, numpy, pillow and jpeglib.
 """
 
 from __future__ import annotations
@@ -45,7 +47,10 @@ import functools  # noqa: E402
 import gc  # noqa: E402
 import io  # noqa: E402
 import re  # noqa: E402
+import threading  # noqa: E402
 import time  # noqa: E402
+
+_IMPORTED = time.perf_counter()  # a command-line run's clock starts here (JAX's import included)
 
 import jax  # noqa: E402
 import jax.numpy as jnp  # noqa: E402
@@ -57,6 +62,7 @@ from configs import ffhq  # noqa: E402
 from jpeg_jax import export, jpeg, platform, sampling, train_state, train_step  # noqa: E402
 
 GIB = 2.0**30
+DEADLINE_EXIT = 3  # exit status of a run stopped by --deadline-s
 DTYPES = ("bfloat16", "float32")
 CASES = {"fm_off": False, "fm_on": True}
 
@@ -101,6 +107,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--no-sampling", dest="sampling", action="store_false")
     p.add_argument("--peak-tflops", type=float, default=None, help="device peak, all dtypes")
     p.add_argument("--budget-s", type=float, default=450.0, help="start no case after this")
+    p.add_argument(
+        "--deadline-s", type=float, default=470.0, help="stop here, even inside a case (exit 3)"
+    )
     p.add_argument("--out", default=None, help="JSON path (default benchmarks/results/...)")
     return p.parse_args(argv)
 
@@ -288,12 +297,16 @@ def report(results: dict) -> str:
         )
     if results["skipped"]:
         lines += ["", "skipped (budget): " + ", ".join(results["skipped"])]
+    if results.get("stopped"):
+        lines += ["", "stopped: " + results["stopped"]]
     return "\n".join(lines)
 
 
-def main(argv=None) -> dict:
+def main(argv=None, started: float | None = None) -> dict:
+    """Runs the cases; ``started`` (a ``time.perf_counter()``, default now) is when the budget
+    and the deadline start counting."""
     args = parse_args(argv)
-    start = time.perf_counter()
+    start = time.perf_counter() if started is None else started
     device = jax.devices()[0]
     row = peak_row(device.device_kind)
     peaks = {d: args.peak_tflops for d in DTYPES} if args.peak_tflops else PEAK_TFLOPS.get(row)
@@ -330,10 +343,30 @@ def main(argv=None) -> dict:
         "complete": False,  # True once every case has run or been skipped
     }
 
+    lock = threading.Lock()  # the deadline's thread saves too
+    running = ["start-up"]
+
     def save():  # after every case: a run stopped from outside keeps the cases it finished
         results["elapsed_s"] = time.perf_counter() - start
         results["table"] = report(results)
         bench_utils.write_json(out, results, default=str)
+
+    def record(section: str, name: str, value) -> None:
+        with lock:
+            results[section][name] = value
+            print(f"  {value}", flush=True)
+            save()
+
+    def stop_at_deadline():  # runs on a timer thread while the main thread works (or compiles)
+        with lock:
+            results["stopped"] = f"deadline {args.deadline_s:g} s reached in {running[0]}"
+            save()
+            print(results["table"], flush=True)
+            os._exit(DEADLINE_EXIT)
+
+    deadline = threading.Timer(args.deadline_s - (time.perf_counter() - start), stop_at_deadline)
+    deadline.daemon = True
+    deadline.start()
 
     print(f"{device.device_kind} ({jax.default_backend()}), peak TFLOP/s {peaks}", flush=True)
     cases = [c for c in CASES if c in args.cases.split(",")]
@@ -347,16 +380,20 @@ def main(argv=None) -> dict:
                 continue
             moments = CASES[moments_case]
             if moments not in flops_cache:
+                running[0] = f"the FLOP count of {moments_case}"
                 flops_cache[moments] = model_flops(config, batch, moments)
             cfg = config.copy_and_resolve_references()
             cfg.model.generator.dtype = dtype
             print(f"train {name} ...", flush=True)
+            running[0] = f"train {name}"
             peak = (peaks or {}).get(dtype)
-            results["train"][name] = train_case(
-                cfg, batch, moments, steps, args.warmup, limit, flops_cache[moments], peak
+            record(
+                "train",
+                name,
+                train_case(
+                    cfg, batch, moments, steps, args.warmup, limit, flops_cache[moments], peak
+                ),
             )
-            print(f"  {results['train'][name]}", flush=True)
-            save()
     sizes = (
         ((64, 64, 16, 2), (128, 64, 16, 2))
         if args.tiny
@@ -369,15 +406,16 @@ def main(argv=None) -> dict:
                 results["skipped"].append(f"sampling {name}")
                 continue
             print(f"sampling {name} ...", flush=True)
-            results["sampling"][name] = sampling_case(config, dtype, size, tile, overlap, n)
-            print(f"  {results['sampling'][name]}", flush=True)
-            save()
-    results["complete"] = True
-    save()
+            running[0] = f"sampling {name}"
+            record("sampling", name, sampling_case(config, dtype, size, tile, overlap, n))
+    with lock:
+        deadline.cancel()
+        results["complete"] = True
+        save()
     print(results["table"])
     print(f"({results['elapsed_s']:.0f} s)")
     return results
 
 
 if __name__ == "__main__":
-    main()
+    main(started=_IMPORTED)

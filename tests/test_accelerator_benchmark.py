@@ -89,3 +89,20 @@ def test_accelerator_benchmark_tiny_run_writes_complete_json(tmp_path):
     for name, case in r["sampling"].items():
         assert case["finite"] and case["samples_per_s"] > 0, name
         assert math.isclose(case["samples_per_s"], case["num_samples"] / case["s"])
+
+
+def test_accelerator_benchmark_stops_at_its_deadline_and_keeps_its_json(tmp_path):
+    """--deadline-s bounds the whole run, a case in progress included: exit status 3 and a JSON
+    that says where it stopped (here before the first case ends)."""
+    out = tmp_path / "accelerator.json"
+    env = {**subprocess_env(), "JPEG_JAX_HUGE_PAGES": "0"}
+    cmd = [sys.executable, "benchmarks/accelerator.py", "--tiny", "--deadline-s", "1"]
+    cmd += ["--out", str(out)]
+    proc = subprocess.run(
+        cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=600, check=False
+    )
+    assert proc.returncode == 3, (proc.returncode, proc.stderr[-3000:])
+    r = json.loads(out.read_text())
+    assert r["complete"] is False and r["train"] == {} and r["sampling"] == {}
+    assert r["stopped"].startswith("deadline 1 s reached in "), r["stopped"]
+    assert f"stopped: {r['stopped']}" in r["table"] and r["table"] in proc.stdout
