@@ -22,10 +22,11 @@ random weights, built as the decoder builds it) on a 512² JPEG (one tile) and a
 
 Cases run in order of importance (bf16 first) and are skipped, with a note, once ``--budget-s``
 has passed; at ``--deadline-s`` (counted from the script's start) it stops whatever it is doing,
-with exit status 3. Prints a table; writes ``benchmarks/results/accelerator_<device>.json`` after
-every case (``"complete": true`` once all have run, else ``"stopped"`` says where the deadline
-fell), so a stopped or killed run keeps the cases it finished. Needs no TensorFlow: jax, flax,
-optax, ml-collections, numpy, pillow and jpeglib.
+with exit status 3. A case that raises (out of memory, say) is recorded with its error and the
+others still run (exit status 1). Prints a table; writes
+``benchmarks/results/accelerator_<device>.json`` after every case (``"complete": true`` once all
+have run, else ``"stopped"`` says where the deadline fell), so a stopped or killed run keeps the
+cases it finished. Needs no TensorFlow: jax, flax, optax, ml-collections, numpy, pillow and jpeglib.
 """
 
 from __future__ import annotations
@@ -65,6 +66,8 @@ GIB = 2.0**30
 DEADLINE_EXIT = 3  # exit status of a run stopped by --deadline-s
 DTYPES = ("bfloat16", "float32")
 CASES = {"fm_off": False, "fm_on": True}
+# Sampling cases: (image side, tile, tile overlap, samples).
+SAMPLING_SIZES = ((512, 1024, 64, 8), (2048, 1024, 64, 4))
 
 # Dense peak TFLOP/s of one chip (vendor data sheets, no sparsity). "float32" is what XLA runs
 # float32 convolutions on at JAX's default precision: TF32 tensor cores on NVIDIA Ampere and
@@ -276,7 +279,14 @@ def report(results: dict) -> str:
         "TFLOP/s | MFU |",
         "|---|---:|---|---:|---:|---:|---:|---:|---:|",
     ]
+
+    def failed(name, r):
+        return f"| {name} | failed: {r['error'].splitlines()[0][:160]} |"
+
     for name, r in results["train"].items():
+        if "error" in r:
+            lines.append(failed(name, r))
+            continue
         flops = f"{r['model_flops'] / 1e12:.3f}" if r.get("model_flops") else "-"
         tfs = f"{r['tflops_per_s']:.2f}" if r.get("tflops_per_s") else "-"
         mfu = f"{100 * r['mfu']:.1f} %" if r.get("mfu") else "-"
@@ -291,6 +301,9 @@ def report(results: dict) -> str:
         "|---|---:|---:|---:|---:|",
     ]
     for name, r in results["sampling"].items():
+        if "error" in r:
+            lines.append(failed(name, r))
+            continue
         lines.append(
             f"| {name} | {r['size']} | {r['tile']} | {r['samples_per_s']:.3f} "
             f"| {r['first_call_s']:.1f} |"
@@ -340,9 +353,9 @@ def main(argv=None, started: float | None = None) -> dict:
         "train": {},
         "sampling": {},
         "skipped": [],
-        "complete": False,  # True once every case has run or been skipped
+        "errors": [],  # cases that raised (out of memory, say); the others still run
+        "complete": False,  # True once every case has run, failed or been skipped
     }
-
     lock = threading.Lock()  # the deadline's thread saves too
     running = ["start-up"]
 
@@ -351,9 +364,21 @@ def main(argv=None, started: float | None = None) -> dict:
         results["table"] = report(results)
         bench_utils.write_json(out, results, default=str)
 
-    def record(section: str, name: str, value) -> None:
+    def run_case(section: str, name: str, case) -> None:
+        if time.perf_counter() - start > args.budget_s:
+            results["skipped"].append(f"{section} {name}")
+            return
+        print(f"{section} {name} ...", flush=True)
+        running[0] = f"{section} {name}"
+        try:
+            value = case()
+        except Exception as e:  # noqa: BLE001 (one case's failure must not lose the others)
+            value = {"error": f"{type(e).__name__}: {e}"[:4000]}
+        gc.collect()
         with lock:
             results[section][name] = value
+            if "error" in value:
+                results["errors"].append(f"{section} {name}")
             print(f"  {value}", flush=True)
             save()
 
@@ -364,52 +389,33 @@ def main(argv=None, started: float | None = None) -> dict:
             print(results["table"], flush=True)
             os._exit(DEADLINE_EXIT)
 
-    deadline = threading.Timer(args.deadline_s - (time.perf_counter() - start), stop_at_deadline)
-    deadline.daemon = True
-    deadline.start()
+    def train(dtype: str, moments: bool) -> dict:
+        if moments not in flops:
+            flops[moments] = model_flops(config, batch, moments)
+        cfg = config.copy_and_resolve_references()
+        cfg.model.generator.dtype = dtype
+        peak = (peaks or {}).get(dtype)
+        return train_case(cfg, batch, moments, steps, args.warmup, limit, flops[moments], peak)
 
     print(f"{device.device_kind} ({jax.default_backend()}), peak TFLOP/s {peaks}", flush=True)
     cases = [c for c in CASES if c in args.cases.split(",")]
     dtypes = [d for d in DTYPES if d in args.dtypes.split(",")]
-    flops_cache = {}
-    for moments_case in cases:
-        for dtype in dtypes:
-            name = f"{dtype}/{moments_case}"
-            if time.perf_counter() - start > args.budget_s:
-                results["skipped"].append(f"train {name}")
-                continue
-            moments = CASES[moments_case]
-            if moments not in flops_cache:
-                running[0] = f"the FLOP count of {moments_case}"
-                flops_cache[moments] = model_flops(config, batch, moments)
-            cfg = config.copy_and_resolve_references()
-            cfg.model.generator.dtype = dtype
-            print(f"train {name} ...", flush=True)
-            running[0] = f"train {name}"
-            peak = (peaks or {}).get(dtype)
-            record(
-                "train",
-                name,
-                train_case(
-                    cfg, batch, moments, steps, args.warmup, limit, flops_cache[moments], peak
-                ),
-            )
-    sizes = (
-        ((64, 64, 16, 2), (128, 64, 16, 2))
-        if args.tiny
-        else ((512, 1024, 64, 8), (2048, 1024, 64, 4))
-    )
-    for dtype in dtypes if args.sampling else ():
-        for size, tile, overlap, n in sizes:
-            name = f"{dtype}/{size}"
-            if time.perf_counter() - start > args.budget_s:
-                results["skipped"].append(f"sampling {name}")
-                continue
-            print(f"sampling {name} ...", flush=True)
-            running[0] = f"sampling {name}"
-            record("sampling", name, sampling_case(config, dtype, size, tile, overlap, n))
-    with lock:
+    sizes = ((64, 64, 16, 2), (128, 64, 16, 2)) if args.tiny else SAMPLING_SIZES
+    flops = {}  # per FM case: the dtypes share one count
+    deadline = threading.Timer(args.deadline_s - (time.perf_counter() - start), stop_at_deadline)
+    deadline.daemon = True
+    deadline.start()
+    try:
+        for case in cases:
+            for dtype in dtypes:
+                run_case("train", f"{dtype}/{case}", functools.partial(train, dtype, CASES[case]))
+        for dtype in dtypes if args.sampling else ():
+            for size, tile, overlap, n in sizes:
+                sample = functools.partial(sampling_case, config, dtype, size, tile, overlap, n)
+                run_case("sampling", f"{dtype}/{size}", sample)
+    finally:  # an in-process caller must not be ended by a timer left behind
         deadline.cancel()
+    with lock:
         results["complete"] = True
         save()
     print(results["table"])
@@ -418,4 +424,4 @@ def main(argv=None, started: float | None = None) -> dict:
 
 
 if __name__ == "__main__":
-    main(started=_IMPORTED)
+    sys.exit(1 if main(started=_IMPORTED)["errors"] else 0)

@@ -106,3 +106,35 @@ def test_accelerator_benchmark_stops_at_its_deadline_and_keeps_its_json(tmp_path
     assert r["complete"] is False and r["train"] == {} and r["sampling"] == {}
     assert r["stopped"].startswith("deadline 1 s reached in "), r["stopped"]
     assert f"stopped: {r['stopped']}" in r["table"] and r["table"] in proc.stdout
+
+
+def test_a_failing_case_is_recorded_and_the_others_still_run(tmp_path, monkeypatch):
+    """One case's exception (e.g. out of device memory) becomes that case's error row; the
+    cases after it run, the JSON is complete, and the command line would exit 1."""
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    try:
+        import accelerator
+    finally:
+        sys.path.pop(0)
+
+    def flops(config, batch, moments):
+        raise RuntimeError("RESOURCE_EXHAUSTED: Out of memory while trying to allocate 9 GiB.")
+
+    def sampling_case(config, dtype, size, tile, overlap, n):
+        if size == 64:
+            raise ValueError("tile too small")
+        return {"size": size, "tile": tile, "num_samples": n, "first_call_s": 1.0, "s": 0.5,
+                "samples_per_s": n / 0.5, "finite": True, "scan": True}  # fmt: skip
+
+    monkeypatch.setattr(accelerator, "model_flops", flops)
+    monkeypatch.setattr(accelerator, "sampling_case", sampling_case)
+    out = tmp_path / "accelerator.json"
+    argv = ["--tiny", "--cases", "fm_off", "--dtypes", "bfloat16", "--out", str(out)]
+    r = accelerator.main(argv)
+    assert r == json.loads(out.read_text())
+    assert r["complete"] and r["errors"] == ["train bfloat16/fm_off", "sampling bfloat16/64"]
+    assert r["train"]["bfloat16/fm_off"]["error"].startswith("RuntimeError: RESOURCE_EXHAUSTED")
+    assert r["sampling"]["bfloat16/64"] == {"error": "ValueError: tile too small"}
+    assert r["sampling"]["bfloat16/128"]["samples_per_s"] == 4.0
+    assert "| bfloat16/fm_off | failed: RuntimeError: RESOURCE_EXHAUSTED" in r["table"]
+    assert "| bfloat16/128 | 128 | 64 | 4.000 |" in r["table"]
