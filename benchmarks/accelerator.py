@@ -23,10 +23,11 @@ random weights, built as the decoder builds it) on a 512² JPEG (one tile) and a
 Cases run in order of importance (bf16 first) and are skipped, with a note, once ``--budget-s``
 has passed; at ``--deadline-s`` (counted from the script's start) it stops whatever it is doing,
 with exit status 3. A case that raises (out of memory, say) is recorded with its error and the
-others still run (exit status 1). Prints a table; writes
-``benchmarks/results/accelerator_<device>.json`` after every case (``"complete": true`` once all
-have run, else ``"stopped"`` says where the deadline fell), so a stopped or killed run keeps the
-cases it finished. Needs no TensorFlow: jax, flax, optax, ml-collections, numpy, pillow and jpeglib.
+others still run (exit status 1); if the FLOP count fails, the step is still timed (no MFU).
+Prints a table; writes ``benchmarks/results/accelerator_<device>.json`` after every case
+(``"complete": true`` once all have run, else ``"stopped"`` says where the deadline fell), so a
+stopped or killed run keeps the cases it finished. Needs no TensorFlow: jax, flax, optax,
+ml-collections, numpy, pillow and jpeglib.
 """
 
 from __future__ import annotations
@@ -391,17 +392,24 @@ def main(argv=None, started: float | None = None) -> dict:
 
     def train(dtype: str, moments: bool) -> dict:
         if moments not in flops:
-            flops[moments] = model_flops(config, batch, moments)
+            try:
+                flops[moments] = model_flops(config, batch, moments)
+            except Exception as e:  # noqa: BLE001 (no FLOP count: still time the step, no MFU)
+                flops[moments] = None
+                flops_errors[moments] = f"{type(e).__name__}: {e}"[:4000]
         cfg = config.copy_and_resolve_references()
         cfg.model.generator.dtype = dtype
         peak = (peaks or {}).get(dtype)
-        return train_case(cfg, batch, moments, steps, args.warmup, limit, flops[moments], peak)
+        info = train_case(cfg, batch, moments, steps, args.warmup, limit, flops[moments], peak)
+        if moments in flops_errors:
+            info["model_flops_error"] = flops_errors[moments]
+        return info
 
     print(f"{device.device_kind} ({jax.default_backend()}), peak TFLOP/s {peaks}", flush=True)
     cases = [c for c in CASES if c in args.cases.split(",")]
     dtypes = [d for d in DTYPES if d in args.dtypes.split(",")]
     sizes = ((64, 64, 16, 2), (128, 64, 16, 2)) if args.tiny else SAMPLING_SIZES
-    flops = {}  # per FM case: the dtypes share one count
+    flops, flops_errors = {}, {}  # per FM case: the dtypes share one count
     deadline = threading.Timer(args.deadline_s - (time.perf_counter() - start), stop_at_deadline)
     deadline.daemon = True
     deadline.start()

@@ -109,16 +109,22 @@ def test_accelerator_benchmark_stops_at_its_deadline_and_keeps_its_json(tmp_path
 
 
 def test_a_failing_case_is_recorded_and_the_others_still_run(tmp_path, monkeypatch):
-    """One case's exception (e.g. out of device memory) becomes that case's error row; the
-    cases after it run, the JSON is complete, and the command line would exit 1."""
+    """One case's exception (e.g. out of device memory) becomes that case's error row and the
+    cases after it run; a FLOP count that fails leaves the step timed, without MFU."""
     sys.path.insert(0, str(ROOT / "benchmarks"))
     try:
         import accelerator
     finally:
         sys.path.pop(0)
 
-    def flops(config, batch, moments):
-        raise RuntimeError("RESOURCE_EXHAUSTED: Out of memory while trying to allocate 9 GiB.")
+    def model_flops(config, batch, moments):
+        raise RuntimeError("cost analysis is not available")
+
+    def train_case(config, batch, moments, steps, warmup, limit_gib, flops, peak):
+        if config.model.generator.dtype == "bfloat16":
+            raise RuntimeError("RESOURCE_EXHAUSTED: Out of memory while trying to allocate 9 GiB.")
+        return {"compile_s": 2.0, "remat": False, "step_s": 0.25, "images_per_s": 8.0,
+                "memory_gib": {"peak": 1.5}, "model_flops": flops}  # fmt: skip
 
     def sampling_case(config, dtype, size, tile, overlap, n):
         if size == 64:
@@ -126,15 +132,24 @@ def test_a_failing_case_is_recorded_and_the_others_still_run(tmp_path, monkeypat
         return {"size": size, "tile": tile, "num_samples": n, "first_call_s": 1.0, "s": 0.5,
                 "samples_per_s": n / 0.5, "finite": True, "scan": True}  # fmt: skip
 
-    monkeypatch.setattr(accelerator, "model_flops", flops)
+    monkeypatch.setattr(accelerator, "model_flops", model_flops)
+    monkeypatch.setattr(accelerator, "train_case", train_case)
     monkeypatch.setattr(accelerator, "sampling_case", sampling_case)
     out = tmp_path / "accelerator.json"
-    argv = ["--tiny", "--cases", "fm_off", "--dtypes", "bfloat16", "--out", str(out)]
-    r = accelerator.main(argv)
+    r = accelerator.main(["--tiny", "--cases", "fm_off", "--out", str(out)])
     assert r == json.loads(out.read_text())
-    assert r["complete"] and r["errors"] == ["train bfloat16/fm_off", "sampling bfloat16/64"]
+    assert r["complete"] and r["skipped"] == []
+    assert r["errors"] == [
+        "train bfloat16/fm_off",
+        "sampling bfloat16/64",
+        "sampling float32/64",
+    ]
     assert r["train"]["bfloat16/fm_off"]["error"].startswith("RuntimeError: RESOURCE_EXHAUSTED")
+    timed = r["train"]["float32/fm_off"]
+    assert timed["model_flops"] is None and "mfu" not in timed
+    assert timed["model_flops_error"] == "RuntimeError: cost analysis is not available"
     assert r["sampling"]["bfloat16/64"] == {"error": "ValueError: tile too small"}
-    assert r["sampling"]["bfloat16/128"]["samples_per_s"] == 4.0
+    assert r["sampling"]["float32/128"]["samples_per_s"] == 4.0
     assert "| bfloat16/fm_off | failed: RuntimeError: RESOURCE_EXHAUSTED" in r["table"]
-    assert "| bfloat16/128 | 128 | 64 | 4.000 |" in r["table"]
+    assert "| float32/fm_off | 2.0 | False | 0.2500 | 8.00 | 1.50 | - | - | - |" in r["table"]
+    assert "| float32/128 | 128 | 64 | 4.000 |" in r["table"]
