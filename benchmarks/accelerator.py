@@ -274,6 +274,11 @@ def sampling_case(config, dtype, size, tile, overlap, num_samples) -> dict:
     }
 
 
+def _describe(error: Exception) -> str:
+    """An exception as recorded in the JSON: its type and message, at most 4000 characters."""
+    return f"{type(error).__name__}: {error}"[:4000]
+
+
 def report(results: dict) -> str:
     lines = [
         "| case | compile s | remat | s/step | images/s | peak GiB (XLA) | TFLOP/step | "
@@ -374,7 +379,7 @@ def main(argv=None, started: float | None = None) -> dict:
         try:
             value = case()
         except Exception as e:  # noqa: BLE001 (one case's failure must not lose the others)
-            value = {"error": f"{type(e).__name__}: {e}"[:4000]}
+            value = {"error": _describe(e)}
         gc.collect()
         with lock:
             results[section][name] = value
@@ -396,7 +401,7 @@ def main(argv=None, started: float | None = None) -> dict:
                 flops[moments] = model_flops(config, batch, moments)
             except Exception as e:  # noqa: BLE001 (no FLOP count: still time the step, no MFU)
                 flops[moments] = None
-                flops_errors[moments] = f"{type(e).__name__}: {e}"[:4000]
+                flops_errors[moments] = _describe(e)
         cfg = config.copy_and_resolve_references()
         cfg.model.generator.dtype = dtype
         peak = (peaks or {}).get(dtype)

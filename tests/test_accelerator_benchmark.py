@@ -13,6 +13,8 @@ import sys
 import pytest
 from train_helpers import subprocess_env
 
+from benchmarks import accelerator
+
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 
 
@@ -26,11 +28,6 @@ def _generator_forward_flops(side: int, nf: int, nb: int, gc: int, noise: int = 
 
 
 def test_peak_table_matches_device_kinds():
-    sys.path.insert(0, str(ROOT / "benchmarks"))
-    try:
-        import accelerator
-    finally:
-        sys.path.pop(0)
     kinds = {
         "NVIDIA H100 80GB HBM3": "H100 SXM",
         "NVIDIA H100 PCIe": "H100 PCIe",
@@ -111,11 +108,6 @@ def test_accelerator_benchmark_stops_at_its_deadline_and_keeps_its_json(tmp_path
 def test_a_failing_case_is_recorded_and_the_others_still_run(tmp_path, monkeypatch):
     """One case's exception (e.g. out of device memory) becomes that case's error row and the
     cases after it run; a FLOP count that fails leaves the step timed, without MFU."""
-    sys.path.insert(0, str(ROOT / "benchmarks"))
-    try:
-        import accelerator
-    finally:
-        sys.path.pop(0)
 
     def model_flops(config, batch, moments):
         raise RuntimeError("cost analysis is not available")
