@@ -14,7 +14,11 @@ exceed 90 % of the device's. Per case: compile seconds, step time (median of ``-
 ``--warmup``), images/s, compiled memory (argument + output + temp - alias) and the device's peak
 bytes in use so far, model FLOPs per step from XLA's cost analysis of the *unrolled*,
 non-rematerialised step (XLA counts a scanned body once), TFLOP/s and MFU against
-:data:`PEAK_TFLOPS` for the device kind (``--peak-tflops`` for other devices).
+:data:`PEAK_TFLOPS` for the device kind (``--peak-tflops`` for other devices). Then
+``--profile-steps`` more steps under ``jax.profiler``: the device time per step by kind of HLO
+op (convolution, matmul, fusion, copy/transpose, other), the top ops and, on GPUs, the top
+kernels, so that one run on a lent device also says where the time goes (``--trace-dir``
+keeps the traces for TensorBoard).
 
 Sampling: :func:`jpeg_jax.sampling.restore` of an in-memory export (paper-size generator,
 random weights, built as the decoder builds it) on a 512² JPEG (one tile) and a 2048² one
@@ -47,8 +51,11 @@ import argparse  # noqa: E402
 import datetime  # noqa: E402
 import functools  # noqa: E402
 import gc  # noqa: E402
+import glob  # noqa: E402
 import io  # noqa: E402
 import re  # noqa: E402
+import shutil  # noqa: E402
+import tempfile  # noqa: E402
 import threading  # noqa: E402
 import time  # noqa: E402
 
@@ -114,6 +121,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument(
         "--deadline-s", type=float, default=470.0, help="stop here, even inside a case (exit 3)"
     )
+    p.add_argument("--profile-steps", type=int, default=3, help="profiled steps per case (0: none)")
+    p.add_argument("--trace-dir", default=None, help="keep the profiler's traces here")
     p.add_argument("--out", default=None, help="JSON path (default benchmarks/results/...)")
     return p.parse_args(argv)
 
@@ -201,7 +210,107 @@ def compile_step(config, batch: dict, moments: bool, limit_gib: float | None):
     raise AssertionError("unreachable")
 
 
-def train_case(config, batch, moments, steps, warmup, limit_gib, flops, peak) -> dict:
+# Kinds of HLO ops, by a pattern of the op's name (lower case), first match wins.
+OP_KINDS = (
+    ("convolution", r"conv"),
+    ("matmul", r"gemm|dot|matmul|cublas"),
+    ("copy/transpose", r"copy|transpose"),
+    ("fusion", r"fusion"),
+)
+
+
+def op_kind(name: str) -> str:
+    """The :data:`OP_KINDS` kind of an HLO op name ("other" if none matches)."""
+    lower = name.lower()
+    return next((kind for kind, pattern in OP_KINDS if re.search(pattern, lower)), "other")
+
+
+def profile_summary(profile, steps: int, step_s: float, top: int = 12) -> dict:
+    """Device time per step from a ``jax.profiler.ProfileData`` of ``steps`` steps.
+
+    An op is an event of a device plane's "XLA Ops" line (GPUs, TPUs) or, on a plane without
+    one, an event with an ``hlo_op`` stat (XLA:CPU's thunks); ops are grouped by name without
+    the trailing ``.N``. An event that encloses the next one of its line is a container (e.g.
+    XLA:CPU's while and call thunks) and left out: its ops count themselves. ``busy`` is the op
+    time per step over the step's wall time (above 1 where ops overlap, as XLA:CPU's parallel
+    thunks do). GPU kernels: the events of the device planes' "Stream" lines, grouped by
+    kernel name.
+    """
+    ops, kernels = {}, {}
+
+    def add(table, name, ns):
+        entry = table.setdefault(name, [0.0, 0])
+        entry[0] += ns
+        entry[1] += 1
+
+    for plane in profile.planes:
+        lines = list(plane.lines)
+        xla_ops = [line for line in lines if line.name == "XLA Ops"]
+        for line in xla_ops or lines:
+            events = [(e, dict(e.stats)) for e in line.events]
+            events = [(e, st) for e, st in events if xla_ops or "hlo_op" in st]
+            events.sort(key=lambda es: (es[0].start_ns, -es[0].duration_ns))
+            for i, (event, stats) in enumerate(events):
+                after = events[i + 1][0] if i + 1 < len(events) else None
+                if after is not None and after.start_ns < event.start_ns + event.duration_ns:
+                    continue  # a container
+                name = re.sub(r"\.\d+$", "", str(stats.get("hlo_op", event.name)))
+                add(ops, name, event.duration_ns)
+        if plane.name.startswith("/device:"):
+            for line in lines:
+                if line.name.startswith("Stream"):
+                    for event in line.events:
+                        add(kernels, event.name, event.duration_ns)
+    per_step = lambda ns: ns / 1e9 / steps  # noqa: E731
+    total = sum(ns for ns, _ in ops.values())
+    by_kind = {kind: 0.0 for kind, _ in OP_KINDS} | {"other": 0.0}
+    for name, (ns, _) in ops.items():
+        by_kind[op_kind(name)] += ns / total if total else 0.0
+
+    def ranked(table):
+        rows = sorted(table.items(), key=lambda kv: -kv[1][0])[:top]
+        return [
+            {
+                "name": n[:200],
+                "s_per_step": per_step(ns),
+                "share": ns / total if total else 0.0,
+                "calls_per_step": c / steps,
+            }
+            for n, (ns, c) in rows
+        ]
+
+    return {
+        "steps": steps,
+        "op_s_per_step": per_step(total),
+        "busy": per_step(total) / step_s if step_s else None,
+        "share_by_kind": by_kind,
+        "ops": ranked(ops),
+        "kernels": ranked(kernels),
+    }
+
+
+def profile_steps(compiled, state, batch, key, steps: int, step_s: float, trace_dir) -> tuple:
+    """Runs ``steps`` more steps under ``jax.profiler.trace``; (state, :func:`profile_summary`).
+    The trace goes to ``trace_dir`` (kept) or to a temporary folder (removed)."""
+    folder = trace_dir or tempfile.mkdtemp(prefix="accelerator_trace_")
+    try:
+        with jax.profiler.trace(folder):
+            for _ in range(steps):
+                state, metrics = compiled(state, batch, key)
+            jax.block_until_ready(metrics)
+        paths = glob.glob(os.path.join(folder, "**", "*.xplane.pb"), recursive=True)
+        if not paths:
+            raise RuntimeError(f"the profiler wrote no .xplane.pb under {folder}")
+        profile = jax.profiler.ProfileData.from_file(max(paths, key=os.path.getmtime))
+        return state, profile_summary(profile, steps, step_s)
+    finally:
+        if not trace_dir:
+            shutil.rmtree(folder, ignore_errors=True)
+
+
+def train_case(
+    config, batch, moments, steps, warmup, limit_gib, flops, peak, profile=0, trace_dir=None
+) -> dict:
     compiled, state, info = compile_step(config, batch, moments, limit_gib)
     key = jax.random.key(1)
     for _ in range(warmup):
@@ -226,6 +335,13 @@ def train_case(config, batch, moments, steps, warmup, limit_gib, flops, peak) ->
     if flops:
         info["tflops_per_s"] = flops / sec / 1e12
         info["mfu"] = info["tflops_per_s"] / peak if peak else None
+    if profile:
+        try:
+            state, info["profile"] = profile_steps(
+                compiled, state, batch, key, profile, sec, trace_dir
+            )
+        except Exception as e:  # noqa: BLE001 (no profile: the timings stand)
+            info["profile_error"] = _describe(e)
     del compiled, state
     gc.collect()
     return info
@@ -301,6 +417,22 @@ def report(results: dict) -> str:
             f"| {r['images_per_s']:.2f} | {r['memory_gib']['peak']:.2f} | {flops} | {tfs} "
             f"| {mfu} |"
         )
+    kinds = [kind for kind, _ in OP_KINDS] + ["other"]
+    profiled = {n: r["profile"] for n, r in results["train"].items() if "profile" in r}
+    if profiled:
+        lines += [
+            "",
+            "| profile | op s/step | busy | " + " | ".join(kinds) + " | top op |",
+            "|---|---:|---:|" + "---:|" * len(kinds) + "---|",
+        ]
+        for name, pr in profiled.items():
+            shares = " | ".join(f"{100 * pr['share_by_kind'][k]:.0f} %" for k in kinds)
+            top = pr["ops"][0] if pr["ops"] else {"name": "-", "share": 0.0}
+            busy = f"{pr['busy']:.2f}" if pr["busy"] is not None else "-"
+            lines.append(
+                f"| {name} | {pr['op_s_per_step']:.4f} | {busy} | {shares} "
+                f"| {top['name'][:40]} ({100 * top['share']:.0f} %) |"
+            )
     lines += [
         "",
         "| sampling | size | tile | samples/s | first call s |",
@@ -354,6 +486,7 @@ def main(argv=None, started: float | None = None) -> dict:
             "scan": args.scan,
             "steps": steps,
             "warmup": args.warmup,
+            "profile_steps": args.profile_steps,
             "generator": train_state.generator_kwargs(config) | {"dtype": "per case"},
         },
         "train": {},
@@ -405,7 +538,19 @@ def main(argv=None, started: float | None = None) -> dict:
         cfg = config.copy_and_resolve_references()
         cfg.model.generator.dtype = dtype
         peak = (peaks or {}).get(dtype)
-        info = train_case(cfg, batch, moments, steps, args.warmup, limit, flops[moments], peak)
+        trace_dir = args.trace_dir and os.path.join(args.trace_dir, f"{dtype}_{moments}")
+        info = train_case(
+            cfg,
+            batch,
+            moments,
+            steps,
+            args.warmup,
+            limit,
+            flops[moments],
+            peak,
+            args.profile_steps,
+            trace_dir,
+        )
         if moments in flops_errors:
             info["model_flops_error"] = flops_errors[moments]
         return info

@@ -9,6 +9,7 @@ import os
 import pathlib
 import subprocess
 import sys
+from types import SimpleNamespace
 
 import pytest
 from train_helpers import subprocess_env
@@ -62,6 +63,7 @@ def test_accelerator_benchmark_tiny_run_writes_complete_json(tmp_path):
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "| bfloat16/fm_on |" in proc.stdout and "samples/s" in proc.stdout
+    assert "| profile | op s/step |" in proc.stdout
     r = json.loads(out.read_text())
     assert r["setup"]["tiny"] and r["skipped"] == [] and r["complete"]
     assert proc.stdout.count(f"wrote {out}") == 2 + 4 + 1  # after each case, then complete
@@ -82,6 +84,10 @@ def test_accelerator_benchmark_tiny_run_writes_complete_json(tmp_path):
         assert math.isclose(case["mfu"], case["tflops_per_s"] / 2.0)
         assert len(case["step_s_all"]) == s["steps"] and case["compile_s"] > 0
         assert 0 < case["memory_gib"]["peak"] < 1
+        profile = case["profile"]  # 3 steps under jax.profiler (XLA:CPU's thunks here)
+        assert profile["steps"] == 3 and profile["ops"] and profile["op_s_per_step"] > 0
+        assert math.isclose(sum(profile["share_by_kind"].values()), 1.0)
+        assert profile["share_by_kind"]["convolution"] > 0.1  # a convolutional network
     assert set(r["sampling"]) == {f"{d}/{n}" for d in ("bfloat16", "float32") for n in (64, 128)}
     for name, case in r["sampling"].items():
         assert case["finite"] and case["samples_per_s"] > 0, name
@@ -112,7 +118,7 @@ def test_a_failing_case_is_recorded_and_the_others_still_run(tmp_path, monkeypat
     def model_flops(config, batch, moments):
         raise RuntimeError("cost analysis is not available")
 
-    def train_case(config, batch, moments, steps, warmup, limit_gib, flops, peak):
+    def train_case(config, batch, moments, steps, warmup, limit_gib, flops, peak, *profile):
         if config.model.generator.dtype == "bfloat16":
             raise RuntimeError("RESOURCE_EXHAUSTED: Out of memory while trying to allocate 9 GiB.")
         return {"compile_s": 2.0, "remat": False, "step_s": 0.25, "images_per_s": 8.0,
@@ -145,3 +151,80 @@ def test_a_failing_case_is_recorded_and_the_others_still_run(tmp_path, monkeypat
     assert "| bfloat16/fm_off | failed: RuntimeError: RESOURCE_EXHAUSTED" in r["table"]
     assert "| float32/fm_off | 2.0 | False | 0.2500 | 8.00 | 1.50 | - | - | - |" in r["table"]
     assert "| float32/128 | 128 | 64 | 4.000 |" in r["table"]
+
+
+def _profile(planes):
+    """A stand-in for ``jax.profiler.ProfileData``: {plane: {line: [(name, ns, stats)]}}, each
+    line's events one after the other from 0 ns, unless an event gives its own start."""
+
+    def line(name, events):
+        out, start = [], 0.0
+        for name_, ns, stats, *at in events:
+            start = at[0] if at else start
+            out.append(
+                SimpleNamespace(name=name_, start_ns=start, duration_ns=ns, stats=stats.items())
+            )
+            start += 0 if at else ns
+        return SimpleNamespace(name=name, events=out)
+
+    return SimpleNamespace(
+        planes=[
+            SimpleNamespace(name=plane, lines=[line(n, e) for n, e in lines.items()])
+            for plane, lines in planes.items()
+        ]
+    )
+
+
+def test_profile_summary_of_a_gpu_and_a_cpu_trace():
+    """Ops come from a device plane's "XLA Ops" line only (not from its kernels, which carry the
+    same hlo_op stats, nor from "XLA Modules"); on XLA:CPU from the events with an hlo_op."""
+    ms = 1e6
+    gpu = _profile(
+        {
+            "/device:GPU:0": {
+                "XLA Modules": [("jit_step", 10 * ms, {})],
+                "XLA Ops": [
+                    ("cudnn-conv.1", 3 * ms, {}),
+                    ("cudnn-conv.2", 2 * ms, {}),
+                    ("gemm_fusion_dot.6", 1 * ms, {}),
+                    ("loop_add_fusion.3", 1 * ms, {}),
+                    ("copy.4", 0.5 * ms, {}),
+                    ("all-reduce.7", 0.2 * ms, {}),
+                ],
+                "Stream #7(compute)": [
+                    ("sm90_xmma_fprop_bf16", 4 * ms, {"hlo_op": "cudnn-conv.1"}),
+                    ("loop_add_fusion", 1 * ms, {"hlo_op": "loop_add_fusion.3"}),
+                ],
+            },
+            "/host:CPU": {"python": [("PjitFunction(step)", 20 * ms, {})]},
+        }
+    )
+    r = accelerator.profile_summary(gpu, steps=2, step_s=0.005)
+    assert math.isclose(r["op_s_per_step"], 7.7e-3 / 2)
+    assert math.isclose(r["busy"], 7.7e-3 / 2 / 0.005)
+    expected = {"convolution": 5, "matmul": 1, "fusion": 1, "copy/transpose": 0.5, "other": 0.2}
+    for kind, share in r["share_by_kind"].items():
+        assert math.isclose(share, expected[kind] / 7.7), kind
+    top = r["ops"][0]
+    assert top["name"] == "cudnn-conv" and top["calls_per_step"] == 1
+    assert math.isclose(top["s_per_step"], 2.5e-3) and math.isclose(top["share"], 5 / 7.7)
+    assert [k["name"] for k in r["kernels"]] == ["sm90_xmma_fprop_bf16", "loop_add_fusion"]
+
+    cpu = _profile(
+        {
+            "/host:CPU": {
+                "python": [("PjitFunction(step)", 9 * ms, {})],
+                "tf_XLAPjRtCpuClient/1": [
+                    ("convolution.3", 6 * ms, {"hlo_op": "convolution.3"}),
+                    ("ThreadpoolListener::StartRegion", 0, {}),
+                    # A while loop holding a fusion, itself in a call: only the fusion counts.
+                    ("while.5", 3 * ms, {"hlo_op": "while.5"}, 10 * ms),
+                    ("call.6", 2.5 * ms, {"hlo_op": "call.6"}, 10.2 * ms),
+                    ("fusion.12", 2 * ms, {"hlo_op": "fusion.12"}, 10.5 * ms),
+                ],
+            }
+        }
+    )
+    r = accelerator.profile_summary(cpu, steps=1, step_s=0.004)
+    assert [(o["name"], o["share"]) for o in r["ops"]] == [("convolution", 0.75), ("fusion", 0.25)]
+    assert r["busy"] == 2.0 and r["kernels"] == []  # parallel thunks overlap
