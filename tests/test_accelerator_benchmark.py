@@ -164,7 +164,7 @@ def _profile(planes):
             out.append(
                 SimpleNamespace(name=name_, start_ns=start, duration_ns=ns, stats=stats.items())
             )
-            start += 0 if at else ns
+            start += ns
         return SimpleNamespace(name=name, events=out)
 
     return SimpleNamespace(
