@@ -217,6 +217,7 @@ OP_KINDS = (
     ("copy/transpose", r"copy|transpose"),
     ("fusion", r"fusion"),
 )
+OP_KIND_NAMES = (*(kind for kind, _ in OP_KINDS), "other")  # every kind :func:`op_kind` returns
 
 
 def op_kind(name: str) -> str:
@@ -263,7 +264,7 @@ def profile_summary(profile, steps: int, step_s: float, top: int = 12) -> dict:
                         add(kernels, event.name, event.duration_ns)
     per_step = lambda ns: ns / 1e9 / steps  # noqa: E731
     total = sum(ns for ns, _ in ops.values())
-    by_kind = {kind: 0.0 for kind, _ in OP_KINDS} | {"other": 0.0}
+    by_kind = dict.fromkeys(OP_KIND_NAMES, 0.0)
     for name, (ns, _) in ops.items():
         by_kind[op_kind(name)] += ns / total if total else 0.0
 
@@ -417,16 +418,15 @@ def report(results: dict) -> str:
             f"| {r['images_per_s']:.2f} | {r['memory_gib']['peak']:.2f} | {flops} | {tfs} "
             f"| {mfu} |"
         )
-    kinds = [kind for kind, _ in OP_KINDS] + ["other"]
     profiled = {n: r["profile"] for n, r in results["train"].items() if "profile" in r}
     if profiled:
         lines += [
             "",
-            "| profile | op s/step | busy | " + " | ".join(kinds) + " | top op |",
-            "|---|---:|---:|" + "---:|" * len(kinds) + "---|",
+            "| profile | op s/step | busy | " + " | ".join(OP_KIND_NAMES) + " | top op |",
+            "|---|---:|---:|" + "---:|" * len(OP_KIND_NAMES) + "---|",
         ]
         for name, pr in profiled.items():
-            shares = " | ".join(f"{100 * pr['share_by_kind'][k]:.0f} %" for k in kinds)
+            shares = " | ".join(f"{100 * pr['share_by_kind'][k]:.0f} %" for k in OP_KIND_NAMES)
             top = pr["ops"][0] if pr["ops"] else {"name": "-", "share": 0.0}
             busy = f"{pr['busy']:.2f}" if pr["busy"] is not None else "-"
             lines.append(
