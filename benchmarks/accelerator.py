@@ -433,11 +433,12 @@ def report(results: dict) -> str:
                 f"| {name} | {pr['op_s_per_step']:.4f} | {busy} | {shares} "
                 f"| {top['name'][:40]} ({100 * top['share']:.0f} %) |"
             )
-    lines += [
-        "",
-        "| sampling | size | tile | samples/s | first call s |",
-        "|---|---:|---:|---:|---:|",
-    ]
+    if results["sampling"]:
+        lines += [
+            "",
+            "| sampling | size | tile | samples/s | first call s |",
+            "|---|---:|---:|---:|---:|",
+        ]
     for name, r in results["sampling"].items():
         if "error" in r:
             lines.append(failed(name, r))

@@ -151,6 +151,9 @@ def test_a_failing_case_is_recorded_and_the_others_still_run(tmp_path, monkeypat
     assert "| bfloat16/fm_off | failed: RuntimeError: RESOURCE_EXHAUSTED" in r["table"]
     assert "| float32/fm_off | 2.0 | False | 0.2500 | 8.00 | 1.50 | - | - | - |" in r["table"]
     assert "| float32/128 | 128 | 64 | 4.000 |" in r["table"]
+    quiet = accelerator.main(["--tiny", "--cases", "fm_off", "--no-sampling", "--out", str(out)])
+    assert quiet["sampling"] == {} and "| sampling |" not in quiet["table"]
+    assert "| float32/fm_off | 2.0 |" in quiet["table"]
 
 
 def _profile(planes):
