@@ -152,7 +152,7 @@ def consistency_penalty(
         q_coeffs: ``jpeg.Coefficients`` (y, cb, cr), each (B, Bh, Bw, 8, 8), integer-valued;
             cb/cr None for "gray".
         qtables: (B, 2, 8, 8) or (2, 8, 8) quantization tables of y.
-        subsampling: chroma subsampling of y ("4:4:4", "4:2:2", "4:2:0", "gray").
+        subsampling: chroma subsampling of y ("4:4:4", "4:2:2", "4:2:0", "4:4:0", "gray").
         exact: True computes the coefficients of the file a user would get by saving
             ``x_hat`` as 8-bit and re-encoding it with libjpeg: pixels clipped to [0, 1] and
             rounded to 8 bits, libjpeg's integer colour conversion and chroma downsampling

@@ -386,7 +386,7 @@ def restore(
       num_samples: N >= 1.
       rng: a JAX PRNG key; the same key gives the same samples (for any ``batch_size``).
       qtables: ``(2, 8, 8)`` the file's tables, with pixel input (FiLM conditioning).
-      subsampling: with pixel input, "4:4:4", "4:2:2", "4:2:0" (default) or "gray".
+      subsampling: with pixel input, "4:4:4", "4:2:2", "4:2:0" (default), "4:4:0" or "gray".
       project: move every sample onto the set of images consistent with the file (the file's
         exact coefficients, :func:`jpeg_jax.jpeg.project`): 100 % of the coefficients in their
         quantization bins before 8-bit rounding. Needs a ``JpegImage``.

@@ -91,6 +91,7 @@ def _exif(orientation):
     [
         ("progressive", "4:2:0", {"progressive": True}),
         ("restart", "4:2:2", {"restart_marker_blocks": 1}),
+        ("sampled440", "4:4:0", {}),  # as a 4:2:2 photo rotated losslessly by 90 degrees
         ("gray", "gray", {}),
         ("rotated6", "4:2:0", {"exif": _exif(6)}),
         ("rotated5", "4:4:4", {"exif": _exif(5)}),

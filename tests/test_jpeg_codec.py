@@ -49,7 +49,9 @@ def test_islow_idct_close_to_float_idct():
 
 
 QUALITIES = (1, 5, 10, 50, 90, 100)
-SUBSAMPLINGS = ("4:4:4", "4:2:2", "4:2:0")
+# 4:4:0 (e.g. a 4:2:2 photo rotated losslessly): written by libjpeg-turbo through jpeglib, as
+# Pillow cannot write it; decoded by Pillow's libjpeg-turbo like the others.
+SUBSAMPLINGS = ("4:4:4", "4:2:2", "4:2:0", "4:4:0")
 
 
 def _assert_same_8bit_image(ours, expected, what):
@@ -124,8 +126,27 @@ def test_compress_is_identical_to_pillow_round_trip(subsampling):
             _assert_same_8bit_image(ours, expected, (name, quality))
 
 
+@pytest.mark.parametrize("subsampling", SUBSAMPLINGS)
+def test_images_a_few_pixels_wide_match_libjpeg(subsampling):
+    """Decode and encode of 1..6-pixel-wide images, bit for bit: libjpeg-turbo upsamples a
+    chroma plane at most 2 samples wide (an image at most 4 pixels wide, 4:2:x) by
+    replication, not by its triangular filter."""
+    rng = np.random.default_rng(0)
+    for height in (1, 5, 17):
+        for width in range(1, 7):
+            image = rng.integers(0, 256, (height, width, 3), dtype=np.uint8)
+            data = pillow_jpeg(image, 50, subsampling)
+            f = jpeg.read_jpeg(data)
+            ours = jpeg.decode(f.coefficients, f.qtables, subsampling=subsampling, size=f.size)
+            _assert_same_8bit_image(ours, pillow_decode(data), (height, width))
+            x = jnp.asarray(image / 255.0, jnp.float32)
+            encoded = jpeg.encode(x, f.qtables, subsampling=subsampling)
+            for a, b in zip(encoded, f.coefficients, strict=True):
+                np.testing.assert_array_equal(a, b, err_msg=str((height, width)))
+
+
 @pytest.mark.parametrize("size", [(1, 1), (37, 53), (17, 300), (8, 9)])
-@pytest.mark.parametrize("subsampling", ["4:4:4", "4:2:2", "4:2:0", "gray"])
+@pytest.mark.parametrize("subsampling", [*SUBSAMPLINGS, "gray"])
 def test_any_size_shapes(size, subsampling):
     x = jax.random.uniform(jax.random.key(0), (2, *size, 3))
     qt = jpeg.quality_to_qtables(50)

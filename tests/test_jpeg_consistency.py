@@ -6,14 +6,18 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from jpeg_helpers import PILLOW_SUBSAMPLING, photo, pillow_jpeg
+from jpeg_helpers import PILLOW_SUBSAMPLING, libjpeg_jpeg, photo, pillow_jpeg
 from PIL import Image
 
 from jpeg_jax import jpeg
 
 
 def _recode_with_pillow(image, f):
+    """libjpeg's coefficients of the 8-bit rounding of ``image`` with the file's tables (Pillow;
+    libjpeg-turbo through jpeglib for 4:4:0, which Pillow cannot write)."""
     u8 = np.round(np.clip(np.asarray(image), 0, 1) * 255).astype(np.uint8)
+    if f.subsampling == "4:4:0":
+        return jpeg.read_jpeg(libjpeg_jpeg(u8, (1, 2), qtables=f.qtables))
     buf = io.BytesIO()
     tables = [t.reshape(-1).tolist() for t in f.qtables]
     Image.fromarray(u8).save(
@@ -22,7 +26,7 @@ def _recode_with_pillow(image, f):
     return jpeg.read_jpeg(buf.getvalue())
 
 
-@pytest.mark.parametrize("subsampling", ["4:4:4", "4:2:2", "4:2:0"])
+@pytest.mark.parametrize("subsampling", ["4:4:4", "4:2:2", "4:2:0", "4:4:0"])
 @pytest.mark.parametrize("crop", [(slice(0, 64), slice(0, 64)), (slice(3, 40), slice(5, 58))])
 def test_project_is_consistent(subsampling, crop):
     image = photo("astronaut", crop)
@@ -55,10 +59,11 @@ def test_project_leaves_own_decode_unchanged():
     assert float(jnp.abs(projected - decoded).max()) * 255 < 0.01
 
 
+@pytest.mark.parametrize("subsampling", ["4:2:0", "4:4:0"])
 @pytest.mark.parametrize("backend", ["jax", "libjpeg"])
-def test_consistency_of_jpeg_and_of_original(backend):
+def test_consistency_of_jpeg_and_of_original(backend, subsampling):
     image = photo("chelsea", (slice(0, 64), slice(0, 96)))
-    f = jpeg.read_jpeg(pillow_jpeg(image, 10, "4:2:0"))
+    f = jpeg.read_jpeg(pillow_jpeg(image, 10, subsampling))
     own = jpeg.consistency(jnp.asarray(f.pixels / 255.0), f, backend=backend)
     assert float(own["rmse"]) < 0.01  # the JPEG decode re-encodes to itself
     truth = jpeg.consistency(jnp.asarray(image / 255.0), f, backend=backend)
@@ -67,7 +72,7 @@ def test_consistency_of_jpeg_and_of_original(backend):
     blurred = jnp.asarray(image / 255.0)
     blurred = (blurred + jnp.roll(blurred, 3, axis=0) + jnp.roll(blurred, 3, axis=1)) / 3
     worse = jpeg.consistency(blurred, f, backend=backend)
-    assert float(worse["rmse"]) > 1.0 and float(worse["in_bin"]) < 0.99
+    assert float(worse["rmse"]) > 1.0 and float(worse["in_bin"]) < 0.995  # 4:2:0 0.986, 4:4:0 0.990
 
 
 def test_consistency_batched_with_coefficients():

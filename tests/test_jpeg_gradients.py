@@ -19,7 +19,7 @@ from jpeg_helpers import photo
 
 from jpeg_jax import jpeg
 
-FACTORS = {"4:4:4": (1, 1), "4:2:2": (2, 1), "4:2:0": (2, 2)}  # (horizontal, vertical)
+FACTORS = {"4:4:4": (1, 1), "4:2:2": (2, 1), "4:2:0": (2, 2), "4:4:0": (1, 2)}  # (h, v)
 
 
 def _fix(x: float) -> float:
@@ -133,7 +133,7 @@ def _assert_no_clamp_active(x, qtables, subsampling):
 
 
 @pytest.mark.parametrize("size", [(32, 48), (37, 53)])
-@pytest.mark.parametrize("subsampling", ["4:4:4", "4:2:2", "4:2:0"])
+@pytest.mark.parametrize("subsampling", list(FACTORS))
 def test_compress_gradients_are_the_float_round_trips(size, subsampling):
     x = jnp.asarray(_mid_range_image(*size), jnp.float32)
     qtables = jpeg.quality_to_qtables(50)
@@ -160,7 +160,7 @@ def test_compress_gradients_are_the_float_round_trips(size, subsampling):
 
 
 @pytest.mark.parametrize("size", [(32, 48), (37, 53)])
-@pytest.mark.parametrize("subsampling", ["4:4:4", "4:2:2", "4:2:0"])
+@pytest.mark.parametrize("subsampling", list(FACTORS))
 def test_quantized_dct_and_encode_gradients_are_the_float_dcts(size, subsampling):
     x = jnp.asarray(_mid_range_image(*size), jnp.float32)
     qtables = jpeg.quality_to_qtables(30)

@@ -5,7 +5,7 @@ import struct
 
 import numpy as np
 import pytest
-from jpeg_helpers import photo, pillow_decode, pillow_jpeg
+from jpeg_helpers import libjpeg_jpeg, photo, pillow_decode, pillow_jpeg
 from PIL import Image
 
 from jpeg_jax import jpeg
@@ -22,6 +22,7 @@ def _image():
         ({"progressive": True}, "4:2:0"),
         ({"restart_marker_blocks": 1}, "4:2:0"),
         ({"optimize": True}, "4:4:4"),
+        ({}, "4:4:0"),  # libjpeg-turbo's file (Pillow cannot write 4:4:0)
     ],
 )
 def test_supported_files_read_exactly(kwargs, subsampling):
@@ -77,6 +78,17 @@ def _bad_inputs():
         "arithmetic": (_replace_sof(good, 0xC9), "arithmetic"),
         "lossless": (_replace_sof(good, 0xC3), "lossless"),
     }
+
+
+@pytest.mark.parametrize(
+    "factors,words",
+    [((4, 1), "ratio 4x1"), ((1, 4), "ratio 1x4"), ((4, 2), "ratio 4x2"), ((3, 1), "ratio 3x1")],
+)
+def test_unusual_chroma_sampling_is_refused_by_name(factors, words):
+    data = libjpeg_jpeg(_image(), factors, quality=30)
+    assert pillow_decode(data).shape == (48, 64, 3)  # a valid file libjpeg decodes
+    with pytest.raises(jpeg.JpegError, match=f"unsupported chroma subsampling \\({words}\\)"):
+        jpeg.read_jpeg(data)
 
 
 @pytest.mark.parametrize("kind", list(_bad_inputs()))
@@ -200,10 +212,11 @@ def test_files_libjpeg_decodes_as_ycbcr_are_read_exactly(edit):
     np.testing.assert_array_equal(np.round(np.asarray(decoded, np.float64) * 255), f.pixels)
 
 
-@pytest.mark.parametrize("subsampling", ["4:4:4", "4:2:2", "4:2:0", "gray"])
+@pytest.mark.parametrize("subsampling", ["4:4:4", "4:2:2", "4:2:0", "4:4:0", "gray"])
 def test_pillow_encode_writes_what_pillow_writes(subsampling):
     image = _image()
-    # By quality: the test helper's own Pillow call is the reference.
+    # By quality: the test helper's own Pillow call is the reference (for 4:4:0, which Pillow
+    # cannot write, the helper's own call of libjpeg-turbo through jpeglib).
     by_quality = jpeg.pillow_encode(image, quality=20, subsampling=subsampling)
     assert by_quality == pillow_jpeg(image, 20, subsampling)
     # By tables: the file holds exactly the given tables (read back by jpeglib).
@@ -215,3 +228,5 @@ def test_pillow_encode_writes_what_pillow_writes(subsampling):
         np.testing.assert_array_equal(read.qtables[1], tables[1])
     with pytest.raises(ValueError, match="exactly one"):
         jpeg.pillow_encode(image, quality=20, qtables=tables)
+    with pytest.raises(ValueError, match="unsupported subsampling '4:1:1'"):
+        jpeg.pillow_encode(image, quality=20, subsampling="4:1:1")

@@ -121,7 +121,7 @@ def test_redraw_changes_only_the_region_and_blends_it(params):
     assert step(out) - step(current) < 0.1 * (step(hard) - step(current))
 
 
-@pytest.mark.parametrize("subsampling", ["4:2:0", "4:4:4", "4:2:2", "gray"])
+@pytest.mark.parametrize("subsampling", ["4:2:0", "4:4:4", "4:2:2", "4:4:0", "gray"])
 def test_redraw_of_a_projected_sample_stays_fully_consistent(params, subsampling):
     f = _file(size=(70, 90), subsampling=subsampling)
     current = sampling.restore((MODEL, params), f, 1, jax.random.key(0), project=True).samples[0]

@@ -115,7 +115,13 @@ def test_tiled_noisy_samples_have_no_seams(params):
 
 @pytest.mark.parametrize(
     "subsampling,size",
-    [("4:2:0", (37, 53)), ("4:2:0", (48, 64)), ("4:2:2", (40, 45)), ("4:4:4", (33, 24))],
+    [
+        ("4:2:0", (37, 53)),
+        ("4:2:0", (48, 64)),
+        ("4:2:2", (40, 45)),
+        ("4:4:4", (33, 24)),
+        ("4:4:0", (37, 53)),
+    ],
 )
 def test_projection_is_fully_in_bin(params, subsampling, size):
     f = _file(size=size, quality=30, subsampling=subsampling)

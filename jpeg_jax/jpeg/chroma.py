@@ -1,10 +1,12 @@
 """Chroma down- and upsampling as libjpeg(-turbo) does it.
 
-Downsampling averages 2x1 / 2x2 boxes (``jcsample.c``: with ``exact=True`` the alternating
-rounding bias 1, 2, 1, 2 / 0, 1, 0, 1 and the integer shift). Upsampling is libjpeg's default
-"fancy" triangular filter (``jdsample.c``, ``h2v1_fancy_upsample`` / ``h2v2_fancy_upsample``):
-weights 3/4 and 1/4 toward the nearer and the farther sample in each direction, edges handled by
-replicating the last sample, and with ``exact=True`` the same integer biases (+8/+7, +1/+2).
+Downsampling averages 2x1 / 2x2 / 1x2 boxes (``jcsample.c``: with ``exact=True`` the
+alternating rounding bias 1, 2, 1, 2 / 0, 1, 0, 1 of ``h2v2``/``h2v1_downsample``, the constant
+bias 1 of ``int_downsample`` for 1x2, and the integer shift). Upsampling is libjpeg's default
+"fancy" triangular filter (``jdsample.c``, ``h2v1``/``h2v2``/``h1v2_fancy_upsample``): weights
+3/4 and 1/4 toward the nearer and the farther sample in each direction, edges handled by
+replicating the last sample, and with ``exact=True`` the same integer biases (+8/+7, +1/+2);
+libjpeg-turbo replicates instead when a 2x1 / 2x2 plane is at most 2 samples wide.
 """
 
 from __future__ import annotations
@@ -55,8 +57,10 @@ def downsample(plane: jax.Array, h: int, v: int, *, exact: bool = False) -> jax.
     n = h * v
     if not exact:
         return boxes / n
-    # Bias alternates along each output row: (1, 2) for 2x2 boxes, (0, 1) for 2x1 boxes.
-    bias = _alternating(width // h, 1.0, 2.0) if v == 2 else _alternating(width // h, 0.0, 1.0)
+    if h == 2:  # h2v1/h2v2_downsample: the bias alternates along each output row
+        bias = _alternating(width // h, 1.0, 2.0) if v == 2 else _alternating(width // h, 0.0, 1.0)
+    else:  # int_downsample (1x2 boxes): half the box, rounding to nearest
+        bias = float(n // 2)
     return floor_ste((boxes + bias) / n)
 
 
@@ -75,10 +79,31 @@ def _upsample_h(colsum: jax.Array, scale: float, biases: tuple[float, float], ex
     return _interleave(even, odd, axis=-1)
 
 
+def _upsample_v(plane: jax.Array, exact: bool) -> jax.Array:
+    """Vertical fancy step (``h1v2_fancy_upsample``): 3/4 nearer row + 1/4 farther row."""
+    padded = pad_edge(plane, -2, 1, 1)
+    center = 3.0 * padded[..., 1:-1, :]
+    above = center + padded[..., :-2, :]
+    below = center + padded[..., 2:, :]
+    if exact:
+        above, below = floor_ste((above + 1.0) / 4.0), floor_ste((below + 2.0) / 4.0)
+    else:
+        above, below = above / 4.0, below / 4.0
+    return _interleave(above, below, axis=-2)
+
+
 def upsample(plane: jax.Array, h: int, v: int, *, exact: bool = False) -> jax.Array:
-    """libjpeg's fancy upsampling of a ``(..., h_in, w_in)`` plane by ``(v, h)`` in {1, 2}."""
+    """libjpeg's upsampling of a ``(..., h_in, w_in)`` plane by ``(v, h)`` in {1, 2}.
+
+    Fancy (triangular) for 2x1, 2x2 and 1x2; like libjpeg-turbo, 2x1 and 2x2 fall back to
+    replication for planes at most 2 samples wide (images at most 4 pixels wide).
+    """
     if (h, v) == (1, 1):
         return plane
+    if h == 2 and plane.shape[-1] <= 2:
+        return replicate(plane, h, v)
+    if (h, v) == (1, 2):
+        return _upsample_v(plane, exact)
     if (h, v) == (2, 1):
         return _upsample_h(plane, 1.0, (1.0, 2.0), exact)
     if (h, v) == (2, 2):

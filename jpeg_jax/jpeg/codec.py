@@ -26,7 +26,13 @@ from jpeg_jax.jpeg import chroma, color, dct
 from jpeg_jax.jpeg.rounding import round_ste
 
 # (horizontal, vertical) chroma sampling divisors; None: grayscale (luma only).
-SUBSAMPLING = {"4:4:4": (1, 1), "4:2:2": (2, 1), "4:2:0": (2, 2), "gray": None}
+SUBSAMPLING = {
+    "4:4:4": (1, 1),
+    "4:2:2": (2, 1),
+    "4:2:0": (2, 2),
+    "4:4:0": (1, 2),  # e.g. a 4:2:2 photo rotated losslessly by 90 degrees
+    "gray": None,
+}
 
 
 class Coefficients(NamedTuple):
@@ -144,7 +150,7 @@ def quantized_dct(
       images: float32 ``(..., H, W, 3)`` RGB in [0, 1], any H, W >= 1.
       qtables: ``(..., 2, 8, 8)`` luma/chroma quantization tables (natural order), broadcastable
         against the images' leading dims. With ``block_size < 8`` the top-left corner is used.
-      subsampling: "4:4:4", "4:2:2", "4:2:0" or "gray".
+      subsampling: "4:4:4", "4:2:2", "4:2:0", "4:4:0" or "gray".
       block_size: DCT block size (8 for JPEG; 1 reproduces the appendix's Table 2 set-up).
       exact: round the 8-bit input, colour conversion and chroma downsampling like libjpeg
         (straight-through gradients); ``False`` keeps the float pipeline smooth.

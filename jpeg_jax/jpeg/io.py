@@ -1,10 +1,10 @@
 """Reading JPEG files: exact quantized coefficients (jpeglib), tables, and libjpeg's decode;
-writing them with libjpeg through Pillow (:func:`pillow_encode`).
+writing them with libjpeg through Pillow (:func:`pillow_encode`; 4:4:0 through jpeglib).
 
 Everything this package cannot represent faithfully is refused up front with :class:`JpegError`,
 whose message names the problem: not a JPEG, empty or truncated data, CMYK/YCCK or RGB-coded
-files, 12-bit precision, arithmetic coding, lossless or hierarchical JPEG, unusual chroma
-sampling.
+files, 12-bit precision, arithmetic coding, lossless or hierarchical JPEG, chroma sampling other
+than 4:4:4, 4:2:2, 4:2:0 and 4:4:0.
 """
 
 from __future__ import annotations
@@ -21,6 +21,7 @@ import numpy as np
 from PIL import Image
 
 from jpeg_jax.jpeg.codec import Coefficients
+from jpeg_jax.jpeg.tables import quality_to_qtables
 
 PILLOW_SUBSAMPLING = {"4:4:4": 0, "4:2:2": 1, "4:2:0": 2}  # Pillow's ``subsampling=`` codes
 
@@ -46,7 +47,7 @@ class JpegImage:
       pixels: libjpeg's own decode (Pillow), uint8 ``(H, W, 3)``, stored orientation.
       qtables: int32 ``(2, 8, 8)`` luma and chroma tables, natural order (a grayscale file's
         single table is repeated).
-      subsampling: "4:4:4", "4:2:2", "4:2:0" or "gray".
+      subsampling: "4:4:4", "4:2:2", "4:2:0", "4:4:0" or "gray".
       coefficients: the file's quantized coefficients, int32, layout of ``jpeg.encode``.
       orientation: EXIF orientation tag (1..8; 1 when absent). Pixels are not rotated.
       icc_profile: the embedded ICC profile, if any.
@@ -77,7 +78,7 @@ _UNSUPPORTED_SOF = {
     0xCE: "arithmetic-coded hierarchical JPEG",
     0xCF: "arithmetic-coded hierarchical JPEG",
 }
-_RATIOS = {(1, 1): "4:4:4", (2, 1): "4:2:2", (2, 2): "4:2:0"}
+_RATIOS = {(1, 1): "4:4:4", (2, 1): "4:2:2", (2, 2): "4:2:0", (1, 2): "4:4:0"}
 
 
 def _load_bytes(source: str | os.PathLike | bytes) -> bytes:
@@ -239,6 +240,23 @@ def read_jpeg(source: str | os.PathLike | bytes) -> JpegImage:
     return JpegImage(pixels, qtables, info.subsampling, coefficients, orientation, icc)
 
 
+def _libjpeg_encode_440(image: np.ndarray, qtables: np.ndarray) -> bytes:
+    """A 4:4:0 baseline JPEG of a uint8 RGB image with explicit tables, by libjpeg-turbo 2.1
+    (jpeglib; ``cjpeg -sample 1x2``'s coefficients)."""
+    previous = jpeglib.version.get() or "6b"
+    jpeglib.version.set("turbo210")
+    try:
+        with tempfile.TemporaryDirectory() as folder:
+            path = os.path.join(folder, "image.jpg")
+            im = jpeglib.from_spatial(np.ascontiguousarray(image, np.uint8))
+            im.samp_factor = np.array([[2, 1], [1, 1], [1, 1]])  # jpeglib's rows: (v, h)
+            im.write_spatial(path, qt=np.asarray(qtables, np.uint16)[:2])
+            with open(path, "rb") as f:
+                return f.read()
+    finally:
+        jpeglib.version.set(previous)
+
+
 def pillow_encode(
     image, *, quality: int | None = None, qtables=None, subsampling: str = "4:2:0"
 ) -> bytes:
@@ -251,9 +269,12 @@ def pillow_encode(
       image: uint8 ``(H, W, 3)``; for ``"gray"`` its first channel is encoded.
       quality: IJG quality 1..100 (libjpeg's scaled standard tables); or
       qtables: int ``(2, 8, 8)`` luma and chroma tables in natural order, written as given.
-      subsampling: ``"4:4:4"``, ``"4:2:2"``, ``"4:2:0"`` or ``"gray"``.
+      subsampling: ``"4:4:4"``, ``"4:2:2"``, ``"4:2:0"``, ``"4:4:0"`` (written by
+        libjpeg-turbo through jpeglib, as Pillow cannot) or ``"gray"``.
     """
     image = np.asarray(image)
+    if subsampling not in PILLOW_SUBSAMPLING and subsampling not in ("4:4:0", "gray"):
+        raise ValueError(f"unsupported subsampling {subsampling!r}")
     if (quality is None) == (qtables is None):
         raise ValueError("give exactly one of quality and qtables")
     if qtables is None:
@@ -261,6 +282,9 @@ def pillow_encode(
     else:
         tables = [np.asarray(t).reshape(-1).tolist() for t in np.asarray(qtables)]
         options = {"qtables": tables[:1] if subsampling == "gray" else tables}
+    if subsampling == "4:4:0":  # Pillow writes 4:4:4, 4:2:2 and 4:2:0 only
+        tables = qtables if qtables is not None else quality_to_qtables(int(quality))
+        return _libjpeg_encode_440(image, np.asarray(tables))
     buffer = io.BytesIO()
     if subsampling == "gray":
         Image.fromarray(image[..., 0]).save(buffer, "JPEG", **options)
