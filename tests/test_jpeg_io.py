@@ -35,6 +35,24 @@ def test_supported_files_read_exactly(kwargs, subsampling):
     np.testing.assert_allclose(np.asarray(decoded) * 255, f.pixels, atol=1e-3)
 
 
+def test_multi_picture_file_reads_its_primary_image():
+    """A JPEG with an MPF segment (camera previews, phones' HDR gain maps), which Pillow calls
+    "MPO": the photo is its first image, as a viewer shows it."""
+    primary, other = _image(), _image()[::-1, ::-1].copy()
+    buf = io.BytesIO()
+    Image.fromarray(primary).save(
+        buf, "MPO", save_all=True, append_images=[Image.fromarray(other)], quality=30
+    )
+    with Image.open(io.BytesIO(buf.getvalue())) as im:
+        assert im.format == "MPO" and im.n_frames == 2
+    f = jpeg.read_jpeg(buf.getvalue())
+    alone = pillow_jpeg(primary, 30, "4:2:0")  # the same picture as a plain JPEG file
+    np.testing.assert_array_equal(f.pixels, pillow_decode(alone))
+    for a, b in zip(f.coefficients, jpeg.read_jpeg(alone).coefficients, strict=True):
+        np.testing.assert_array_equal(a, b)
+    assert jpeg.probe_jpeg(buf.getvalue()) == jpeg.JpegInfo(48, 64, "4:2:0", False)
+
+
 def test_read_from_path_and_metadata(tmp_path):
     exif = Image.Exif()
     exif[0x0112] = 6

@@ -188,7 +188,9 @@ def _check_ycbcr(jfif: bool, adobe_transform: int | None, rgb_ids: bool) -> None
 def _pillow_decode(data: bytes) -> tuple[np.ndarray, int, bytes | None]:
     try:
         with Image.open(io.BytesIO(data)) as im:
-            if im.format != "JPEG":
+            # "MPO": a JPEG with a Multi-Picture Format segment (camera previews, the HDR gain
+            # maps of phones); the photo is its first, primary image, decoded here (frame 0).
+            if im.format not in ("JPEG", "MPO"):
                 raise JpegError(f"not a JPEG file (Pillow reads it as {im.format})")
             im.load()
             orientation = int(im.getexif().get(0x0112, 1))
@@ -225,7 +227,8 @@ def _read_coefficients(data: bytes, subsampling: str):
 def read_jpeg(source: str | os.PathLike | bytes) -> JpegImage:
     """Read a JPEG file or bytes: exact coefficients, tables, subsampling and libjpeg's decode.
 
-    Baseline, extended and progressive files, restart markers and grayscale are supported.
+    Baseline, extended and progressive files, restart markers and grayscale are supported. Of a
+    multi-picture file (MPF: camera previews, phones' HDR gain maps) the primary image is read.
 
     Raises:
       JpegError: the file is missing, empty, truncated, not a JPEG, or of an unsupported kind;
