@@ -7,6 +7,7 @@ argparse's usage message.
 from __future__ import annotations
 
 import argparse
+import os
 from collections.abc import Sequence
 
 from jpeg_jax.pictures import FORMATS
@@ -245,6 +246,8 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         parser.error("--redraw-seed and --components need --region")
     if args.region and args.redraw_seed is None and not args.components:
         parser.error("--region is used by --redraw-seed or --components; give one")
+    if os.path.exists(args.output) and not os.path.isdir(args.output):
+        parser.error(f"-o/--output {args.output}: exists and is not a folder")
     if args.components and args.num_samples < args.components + 1:
         parser.error(
             f"--components {args.components} needs at least {args.components + 1} samples "

@@ -290,6 +290,16 @@ def test_argument_errors_exit_2(tmp_path, argv):
     assert e.value.code == 2
 
 
+def test_an_output_that_is_a_file_exits_2_before_any_work(tmp_path, capsys):
+    (tmp_path / "taken").write_text("a file where the output folder should go")
+    with pytest.raises(SystemExit) as e:
+        decode.main(["x.jpg", "-o", str(tmp_path / "taken"), "--checkpoint", str(tmp_path)])
+    assert e.value.code == 2
+    assert (
+        f"-o/--output {tmp_path / 'taken'}: exists and is not a folder" in capsys.readouterr().err
+    )
+
+
 def test_help_runs_as_a_module():
     result = subprocess.run(
         [sys.executable, "-m", "jpeg_jax.decode", "--help"],
