@@ -280,14 +280,14 @@ def pillow_encode(
         raise ValueError(f"unsupported subsampling {subsampling!r}")
     if (quality is None) == (qtables is None):
         raise ValueError("give exactly one of quality and qtables")
+    if subsampling == "4:4:0":  # Pillow writes 4:4:4, 4:2:2 and 4:2:0 only
+        tables = quality_to_qtables(int(quality)) if qtables is None else qtables
+        return _libjpeg_encode_440(image, np.asarray(tables))
     if qtables is None:
         options = {"quality": int(quality)}
     else:
         tables = [np.asarray(t).reshape(-1).tolist() for t in np.asarray(qtables)]
         options = {"qtables": tables[:1] if subsampling == "gray" else tables}
-    if subsampling == "4:4:0":  # Pillow writes 4:4:4, 4:2:2 and 4:2:0 only
-        tables = qtables if qtables is not None else quality_to_qtables(int(quality))
-        return _libjpeg_encode_440(image, np.asarray(tables))
     buffer = io.BytesIO()
     if subsampling == "gray":
         Image.fromarray(image[..., 0]).save(buffer, "JPEG", **options)
