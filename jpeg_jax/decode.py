@@ -78,6 +78,18 @@ def output_paths(outdir: str, stem: str, args: argparse.Namespace) -> dict[str, 
     return paths
 
 
+def allow_pillow_to_decode(max_megapixels: float) -> None:
+    """Lets Pillow decode photos up to ``max_megapixels``: without this it warns about a
+    "decompression bomb" above 89 megapixels and refuses above 179. For programs whose
+    ``--max-megapixels`` refuses larger photos from their header first (:func:`read_checked`);
+    it raises ``PIL.Image.MAX_IMAGE_PIXELS``, never lowers it."""
+    from PIL import Image
+
+    limit = int(max_megapixels * 1e6)
+    if Image.MAX_IMAGE_PIXELS is not None and limit > Image.MAX_IMAGE_PIXELS:
+        Image.MAX_IMAGE_PIXELS = limit
+
+
 def read_checked(source: str | bytes, max_megapixels: float):
     """Reads and checks one input (a path or the file's bytes) into a ``JpegImage``.
 
@@ -261,6 +273,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if argv is None:  # run as a program (not called from Python): see restart_with_huge_pages
         restart_with_huge_pages()
     configure_xla()  # before JAX starts its backend (the first computation below)
+    allow_pillow_to_decode(args.max_megapixels)
     from tqdm import tqdm
 
     try:

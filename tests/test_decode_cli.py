@@ -239,6 +239,28 @@ def _corrupt_export(path):
     return path
 
 
+def test_max_megapixels_governs_pillows_decompression_bomb_limit(
+    tmp_path, checkpoint, capsys, monkeypatch
+):
+    """Pillow warns above PIL.Image.MAX_IMAGE_PIXELS and refuses above twice that (89 / 179
+    megapixels by default); --max-megapixels is the decoder's one limit. Scaled down here: a
+    limit of 1000 pixels against a 40x56 photo (2240 pixels)."""
+    src = tmp_path / "p.jpg"
+    src.write_bytes(_jpeg())
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 1000)
+    with pytest.raises(jpeg.JpegError, match="too large for Pillow's decoder"):
+        jpeg.read_jpeg(src)  # the library keeps Pillow's limit, with a clear error
+    with pytest.warns(Image.DecompressionBombWarning):
+        monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 2000)
+        jpeg.read_jpeg(src)
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 1000)
+    code, err = _run(capsys, src, "-o", tmp_path / "out", "--checkpoint", checkpoint)
+    assert code == 0 and err == "", err  # neither refused nor warned about
+    assert Image.MAX_IMAGE_PIXELS == 100_000_000  # the default --max-megapixels
+    decode.allow_pillow_to_decode(0.0005)  # never lowers it
+    assert Image.MAX_IMAGE_PIXELS == 100_000_000
+
+
 def test_checkpoint_problems_exit_2(tmp_path, capsys):
     src = tmp_path / "x.jpg"
     src.write_bytes(_jpeg())

@@ -138,6 +138,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     configure_xla()  # before JAX starts its backend
     from jpeg_jax import decode
 
+    decode.allow_pillow_to_decode(args.max_megapixels)
     try:
         model = decode.load_model(args.checkpoint)
     except decode.InputError as e:

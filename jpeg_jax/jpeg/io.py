@@ -198,6 +198,8 @@ def _pillow_decode(data: bytes) -> tuple[np.ndarray, int, bytes | None]:
             pixels = np.asarray(im.convert("RGB"))
     except JpegError:
         raise
+    except Image.DecompressionBombError as e:  # above 2 x PIL.Image.MAX_IMAGE_PIXELS
+        raise JpegError(f"too large for Pillow's decoder ({e})") from None
     except (OSError, SyntaxError, ValueError) as e:
         raise JpegError(f"corrupt or truncated JPEG ({e})") from None
     return pixels, orientation if 1 <= orientation <= 8 else 1, icc
