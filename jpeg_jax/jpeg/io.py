@@ -20,7 +20,7 @@ import jpeglib
 import numpy as np
 from PIL import Image
 
-from jpeg_jax.jpeg.codec import Coefficients
+from jpeg_jax.jpeg.codec import SUBSAMPLING, Coefficients
 from jpeg_jax.jpeg.tables import quality_to_qtables
 
 PILLOW_SUBSAMPLING = {"4:4:4": 0, "4:2:2": 1, "4:2:0": 2}  # Pillow's ``subsampling=`` codes
@@ -278,7 +278,7 @@ def pillow_encode(
         libjpeg-turbo through jpeglib, as Pillow cannot) or ``"gray"``.
     """
     image = np.asarray(image)
-    if subsampling not in PILLOW_SUBSAMPLING and subsampling not in ("4:4:0", "gray"):
+    if subsampling not in SUBSAMPLING:
         raise ValueError(f"unsupported subsampling {subsampling!r}")
     if (quality is None) == (qtables is None):
         raise ValueError("give exactly one of quality and qtables")
